@@ -1,0 +1,90 @@
+"""Config resolvers and the checks that run before any work starts."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from nkat_lightning.data.emnist import emnist_num_classes
+from nkat_lightning.errors import ConfigError
+from nkat_lightning.models import check_patch_grid
+from nkat_lightning.models.attention import FILTER_MODES
+
+CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
+MAX_RUN_NAME = 100
+
+
+def run_name(override_dirname: str) -> str:
+    """Folder name of a run: its overrides ('default' when none), made path-safe and short."""
+    if not override_dirname:
+        return "default"
+    name = re.sub(r"[^A-Za-z0-9=,._+-]", "_", override_dirname)
+    if len(name) > MAX_RUN_NAME:
+        digest = hashlib.sha1(override_dirname.encode()).hexdigest()[:10]
+        name = f"{name[: MAX_RUN_NAME - 11]}-{digest}"
+    return name
+
+
+def register_resolvers() -> None:
+    for name, fn in {"run_name": run_name, "emnist_classes": emnist_num_classes}.items():
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, fn)
+
+
+register_resolvers()
+
+
+def _fail(key: str, value, allowed: str) -> None:
+    raise ConfigError(f"{key}={value!r} is invalid: {allowed}")
+
+
+def validate_config(cfg: DictConfig) -> dict:
+    """Resolve ``cfg`` and check the values a run depends on; raise ``ConfigError`` with one
+    line naming the key, the value and what is allowed. Returns the resolved container."""
+    try:
+        resolved = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+    except Exception as error:  # OmegaConf wraps resolver errors; show the cause only
+        cause = error.__cause__ or error
+        raise ConfigError(f"config cannot be resolved: {cause}") from None
+    model, data, optim = resolved["model"], resolved["data"], resolved["optim"]
+
+    if model["conv_stem"] is False:  # YAML 1.1 reads a bare `off` as false
+        model["conv_stem"] = "off"
+    try:
+        check_patch_grid(model["img_size"], model["conv_stem"], model["patch_size"])
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+    if model["embed_dim"] % model["num_heads"]:
+        _fail("model.embed_dim", model["embed_dim"],
+              f"must be divisible by model.num_heads={model['num_heads']}")
+    for key in ("embed_dim", "depth", "num_heads"):
+        if model[key] < 1:
+            _fail(f"model.{key}", model[key], "must be >= 1")
+    if model["temperature"] <= 0:
+        _fail("model.temperature", model["temperature"], "must be > 0")
+    if model["top_k"] is not None and model["top_k"] < 1:
+        _fail("model.top_k", model["top_k"], "must be >= 1, or null for off")
+    if model["top_p"] is not None and not 0 < model["top_p"] <= 1:
+        _fail("model.top_p", model["top_p"], "must be in (0, 1], or null for off")
+    if model["filter_mode"] not in FILTER_MODES:
+        _fail("model.filter_mode", model["filter_mode"], f"allowed: {', '.join(FILTER_MODES)}")
+    for key in ("dropout_attn", "dropout_embed", "drop_path"):
+        if not 0 <= model[key] < 1:
+            _fail(f"model.{key}", model[key], "must be in [0, 1)")
+    if optim["lr"] <= 0:
+        _fail("optim.lr", optim["lr"], "must be > 0")
+    if optim["weight_decay"] < 0:
+        _fail("optim.weight_decay", optim["weight_decay"], "must be >= 0")
+    if not 0 <= optim.get("label_smoothing", 0) < 1:
+        _fail("optim.label_smoothing", optim["label_smoothing"], "must be in [0, 1)")
+    for key in ("batch_size", "val_size"):
+        if data[key] < 1:
+            _fail(f"data.{key}", data[key], "must be >= 1")
+    if data["num_workers"] < 0:
+        _fail("data.num_workers", data["num_workers"], "must be >= 0")
+    if resolved.get("resume") not in (None, "auto", "never") and not Path(resolved["resume"]).is_file():
+        _fail("resume", resolved["resume"], "use auto, never, or the path of an existing checkpoint")
+    return resolved

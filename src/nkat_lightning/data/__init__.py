@@ -1,0 +1,13 @@
+from nkat_lightning.data.base import ImageDataModule
+from nkat_lightning.data.cifar10 import CIFAR10DataModule
+from nkat_lightning.data.emnist import EMNISTDataModule, emnist_num_classes
+from nkat_lightning.data.mnist import FashionMNISTDataModule, MNISTDataModule
+
+__all__ = [
+    "CIFAR10DataModule",
+    "EMNISTDataModule",
+    "FashionMNISTDataModule",
+    "ImageDataModule",
+    "MNISTDataModule",
+    "emnist_num_classes",
+]

@@ -1,0 +1,200 @@
+"""The shared DataModule: where data comes from, the train/val split and the loaders.
+
+Each data set is a small subclass that names its torchvision class and its native files.
+"""
+
+from __future__ import annotations
+
+import abc
+import gzip
+import shutil
+import socket
+from collections.abc import Sequence
+from pathlib import Path
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Dataset, Subset, random_split
+
+from nkat_lightning.data.transforms import build_eval_transform, build_train_transform
+from nkat_lightning.errors import DataNotFoundError
+
+DOWNLOAD_TIMEOUT_S = 30
+
+
+class ImageDataModule(L.LightningDataModule, abc.ABC):
+    """Train/val split of the official training set, the official test set for test.
+
+    Data is looked for, in order: an already prepared ``root``; the original archive files in
+    one of ``offline_dirs`` (prepared into ``root``); torchvision's download (checksums
+    verified). When all fail, ``prepare_data`` raises one ``DataNotFoundError`` that lists
+    what was tried.
+    """
+
+    #: torchvision's folder under ``root`` that holds the prepared files.
+    folder: str = ""
+
+    def __init__(
+        self,
+        name: str,
+        root: str,
+        img_size: int,
+        in_chans: int,
+        num_classes: int,
+        mean: Sequence[float],
+        std: Sequence[float],
+        natural_images: bool,
+        aug: dict | None = None,
+        batch_size: int = 128,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        pin_memory: bool | str = "auto",
+        persistent_workers: bool = True,
+        val_size: int = 5000,
+        split_seed: int = 0,
+        offline_dirs: Sequence[str] = (),
+        download: bool = True,
+        default_patch_size: dict | None = None,
+    ) -> None:
+        super().__init__()
+        self.name = name
+        self.root = Path(root).expanduser()
+        self.img_size = img_size
+        self.in_chans = in_chans
+        self.num_classes = num_classes
+        self.mean, self.std = tuple(mean), tuple(std)
+        self.natural_images = natural_images
+        self.aug = dict(aug or {})
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or batch_size
+        self.num_workers = num_workers
+        self.pin_memory = torch.cuda.is_available() if pin_memory == "auto" else bool(pin_memory)
+        self.persistent_workers = persistent_workers and num_workers > 0
+        self.val_size = val_size
+        self.split_seed = split_seed
+        self.offline_dirs = [Path(d).expanduser() for d in offline_dirs]
+        self.download = download
+        self.train_set: Dataset | None = None
+        self.val_set: Dataset | None = None
+        self.test_set: Dataset | None = None
+
+    # -- what a subclass provides -------------------------------------------------------------
+
+    @abc.abstractmethod
+    def make_dataset(self, train: bool, transform=None, download: bool = False) -> Dataset:
+        """The torchvision data set read from ``root`` (downloading it when asked)."""
+
+    @abc.abstractmethod
+    def native_files(self) -> list[str]:
+        """Names of the original files that ``root/folder/raw`` must hold."""
+
+    def prepare_from(self, source: Path) -> bool:
+        """Copy this data set's original files from ``source`` into ``root``, decompressing
+        ``.gz`` copies. True when every file was found."""
+        found = {}
+        for name in self.native_files():
+            for candidate in (source / name, source / f"{name}.gz"):
+                if candidate.is_file():
+                    found[name] = candidate
+                    break
+        if len(found) < len(self.native_files()):
+            return False
+        raw_dir = self.root / self.folder / "raw"
+        raw_dir.mkdir(parents=True, exist_ok=True)
+        for name, path in found.items():
+            opener = gzip.open if path.suffix == ".gz" else open
+            tmp = raw_dir / f"{name}.part"
+            with opener(path, "rb") as src, open(tmp, "wb") as dst:
+                shutil.copyfileobj(src, dst)
+            tmp.replace(raw_dir / name)
+        return True
+
+    # -- shared machinery -----------------------------------------------------------------------
+
+    def is_prepared(self) -> bool:
+        try:
+            self.make_dataset(train=True)
+            self.make_dataset(train=False)
+        except (RuntimeError, FileNotFoundError, OSError):
+            return False
+        return True
+
+    def prepare_data(self) -> None:
+        if self.is_prepared():
+            return
+        tried = [f"prepared files under {self.root / self.folder}: not found"]
+        for source in self.offline_dirs:
+            if source.is_dir() and self.prepare_from(source) and self.is_prepared():
+                return
+            state = "no such folder" if not source.is_dir() else "original files not found"
+            tried.append(f"offline copy in {source}: {state}")
+        if self.download:
+            error = self._try_download()
+            if error is None:
+                return
+            tried.append(f"torchvision download: {error}")
+        else:
+            tried.append("torchvision download: switched off (data.download=false)")
+        raise DataNotFoundError(self.name, tried, self.missing_data_hint())
+
+    def missing_data_hint(self) -> str:
+        return (
+            f"put the original files in one of data.offline_dirs, prepare {self.root / self.folder} "
+            "yourself, or run once with network access (data.download=true)"
+        )
+
+    def _try_download(self) -> str | None:
+        previous = socket.getdefaulttimeout()
+        socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)
+        try:
+            self.make_dataset(train=True, download=True)
+            self.make_dataset(train=False, download=True)
+        except Exception as error:  # network errors come in many types; all mean "not here"
+            return f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+        finally:
+            socket.setdefaulttimeout(previous)
+        return None
+
+    def setup(self, stage: str | None = None) -> None:
+        if stage in (None, "fit", "validate") and self.train_set is None:
+            train_transform = build_train_transform(self.aug, self)
+            eval_transform = build_eval_transform(self)
+            train_full = self.make_dataset(train=True, transform=train_transform)
+            eval_full = self.make_dataset(train=True, transform=eval_transform)
+            if not 0 < self.val_size < len(train_full):
+                raise ValueError(
+                    f"data.val_size={self.val_size} must be between 1 and the "
+                    f"{len(train_full)} training images minus one"
+                )
+            generator = torch.Generator().manual_seed(self.split_seed)
+            train_idx, val_idx = random_split(
+                range(len(train_full)), [len(train_full) - self.val_size, self.val_size],
+                generator=generator,
+            )
+            self.train_set = Subset(train_full, list(train_idx))
+            self.val_set = Subset(eval_full, list(val_idx))
+        if stage in (None, "test", "predict") and self.test_set is None:
+            self.test_set = self.make_dataset(train=False, transform=build_eval_transform(self))
+
+    def _loader(self, dataset: Dataset, train: bool) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size if train else self.eval_batch_size,
+            shuffle=train,
+            drop_last=train,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.persistent_workers,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_set, train=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.test_set, train=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self.test_dataloader()

@@ -1,0 +1,59 @@
+"""EMNIST: IDX files ``emnist-<split>-...`` under ``root/EMNIST/raw``, stored transposed."""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+from torchvision import datasets
+
+from nkat_lightning.data.base import ImageDataModule
+
+#: Classes per split after mapping labels to 0..C-1 (``letters`` drops torchvision's "N/A").
+EMNIST_CLASSES = {"byclass": 62, "bymerge": 47, "balanced": 47, "letters": 26, "digits": 10,
+                  "mnist": 10}
+
+
+def emnist_num_classes(split: str) -> int:
+    if split not in EMNIST_CLASSES:
+        raise ValueError(f"data.split={split!r} is unknown; allowed: {', '.join(EMNIST_CLASSES)}")
+    return EMNIST_CLASSES[split]
+
+
+class EMNISTDataModule(ImageDataModule):
+    folder = "EMNIST"
+
+    def __init__(self, *args, split: str = "balanced", **kwargs) -> None:
+        emnist_num_classes(split)
+        self.split = split
+        super().__init__(*args, **kwargs)
+
+    def make_dataset(self, train: bool, transform=None, download: bool = False):
+        dataset = datasets.EMNIST(
+            str(self.root), split=self.split, train=train, transform=transform, download=download
+        )
+        dataset.data = dataset.data.transpose(1, 2).contiguous()  # files hold images transposed
+        if self.split == "letters":  # labels 1..26 -> 0..25
+            dataset.targets = dataset.targets - 1
+            dataset.classes = dataset.classes[1:]
+        return dataset
+
+    def native_files(self) -> list[str]:
+        return [
+            f"emnist-{self.split}-{part}-{kind}-ubyte"
+            for part in ("train", "test")
+            for kind in ("images-idx3", "labels-idx1")
+        ]
+
+    def prepare_from(self, source: Path) -> bool:
+        """Also accepts the official archive ``gzip.zip`` (members ``gzip/<name>.gz``)."""
+        archive = source / "gzip.zip"
+        if not archive.is_file():
+            return super().prepare_from(source)
+        extracted = self.root / self.folder / "archive"
+        with zipfile.ZipFile(archive) as zf:
+            for name in self.native_files():
+                member = f"gzip/{name}.gz"
+                if member in zf.namelist():
+                    zf.extract(member, extracted)
+        return super().prepare_from(extracted / "gzip")

@@ -1,0 +1,159 @@
+"""NKAT attention: multi-head self-attention with temperature, top-k / top-p filters and
+the per-layer NKAT modulation.
+
+Drop-in for timm's ``Attention`` (same constructor keywords), so timm's ``Block`` and
+``VisionTransformer`` build it through their ``attn_layer`` extension point.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+FILTER_MODES = ("always", "train")
+
+
+def nucleus_topk_mask(logits: torch.Tensor, top_k: int | None, top_p: float | None) -> torch.Tensor:
+    """Boolean mask of the logits kept by top-k and then top-p, along the last dimension.
+
+    One descending sort serves both filters: top-k keeps the first ``k`` ranks; top-p then keeps
+    the smallest prefix of what remains whose softmax mass reaches ``p`` (the first rank always).
+    """
+    n = logits.shape[-1]
+    sorted_logits, order = logits.sort(dim=-1, descending=True)
+    keep = torch.ones_like(sorted_logits, dtype=torch.bool)
+    if top_k is not None and top_k < n:
+        keep[..., top_k:] = False
+    if top_p is not None and top_p < 1.0:
+        probs = sorted_logits.float().masked_fill(~keep, float("-inf")).softmax(dim=-1)
+        mass_before = probs.cumsum(dim=-1) - probs
+        keep &= mass_before < top_p
+        keep[..., 0] = True
+    return torch.empty_like(keep).scatter_(-1, order, keep)
+
+
+class NKATAttention(nn.Module):
+    """Self-attention with the NKAT extensions.
+
+    - ``temperature``: logits are divided by it (< 1 sharpens); learnable if asked.
+    - ``top_k`` / ``top_p``: keep the ``k`` largest logits per query row, then the nucleus of
+      mass ``p``; the rest get -inf. ``filter_mode="train"`` applies them in training only.
+    - NKAT modulation: with ``c = nkat_strength * nkat_decay ** layer_index`` and per token
+      ``theta = alpha * tanh(mean(x)) + beta * sigmoid(var(x))`` over the features of the
+      attention input, attention weights are multiplied by ``(1 + c * theta)`` along each query
+      row. Because that factor is constant along a row it equals scaling the attention output,
+      so the fused ``scaled_dot_product_attention`` path serves every case without filters.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int = 8,
+        qkv_bias: bool = True,
+        qk_norm: bool = False,
+        proj_bias: bool = True,
+        attn_drop: float = 0.0,
+        proj_drop: float = 0.0,
+        norm_layer: type[nn.Module] | None = None,
+        *,
+        temperature: float = 1.0,
+        learnable_temperature: bool = False,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        filter_mode: str = "always",
+        nkat_strength: float = 0.0,
+        nkat_decay: float = 1.0,
+        layer_index: int = 0,
+        **_: object,
+    ) -> None:
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"embed_dim={dim} is not divisible by num_heads={num_heads}")
+        if filter_mode not in FILTER_MODES:
+            raise ValueError(f"filter_mode={filter_mode!r}; allowed: {', '.join(FILTER_MODES)}")
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.scale = self.head_dim**-0.5
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        norm = norm_layer or nn.LayerNorm
+        self.q_norm = norm(self.head_dim) if qk_norm else nn.Identity()
+        self.k_norm = norm(self.head_dim) if qk_norm else nn.Identity()
+        self.attn_drop = nn.Dropout(attn_drop)
+        self.proj = nn.Linear(dim, dim, bias=proj_bias)
+        self.proj_drop = nn.Dropout(proj_drop)
+
+        log_t = torch.tensor(math.log(temperature))
+        if learnable_temperature:
+            self.log_temperature = nn.Parameter(log_t)
+        else:
+            self.register_buffer("log_temperature", log_t)
+        self.top_k = top_k if top_k else None
+        self.top_p = top_p if top_p is not None and top_p < 1.0 else None
+        self.filter_mode = filter_mode
+        self.nkat_strength = nkat_strength
+        self.nkat_decay = nkat_decay
+        self.layer_index = layer_index
+        if nkat_strength:
+            self.alpha = nn.Parameter(torch.tensor(0.1))
+            self.beta = nn.Parameter(torch.tensor(0.05))
+        self.keep_attention_map = False
+        self.attention_map: torch.Tensor | None = None
+
+    @property
+    def temperature(self) -> torch.Tensor:
+        return self.log_temperature.exp()
+
+    @property
+    def nkat_coefficient(self) -> float:
+        return self.nkat_strength * self.nkat_decay**self.layer_index
+
+    def filters_active(self) -> bool:
+        if self.top_k is None and self.top_p is None:
+            return False
+        return self.filter_mode == "always" or self.training
+
+    def modulation(self, x: torch.Tensor) -> torch.Tensor | None:
+        """Per-token factor ``1 + c * theta`` of shape (B, 1, N, 1), or None when off."""
+        if not self.nkat_strength:
+            return None
+        var, mean = torch.var_mean(x.float(), dim=-1, unbiased=False)
+        theta = self.alpha * torch.tanh(mean) + self.beta * torch.sigmoid(var)
+        return (1.0 + self.nkat_coefficient * theta).to(x.dtype)[:, None, :, None]
+
+    def forward(
+        self, x: torch.Tensor, attn_mask: torch.Tensor | None = None, is_causal: bool = False
+    ) -> torch.Tensor:
+        if is_causal:
+            raise ValueError("NKATAttention is bidirectional; is_causal=True is not supported")
+        b, n, c = x.shape
+        qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)
+        q, k = self.q_norm(q), self.k_norm(k)
+        q = q * (self.scale / self.temperature).to(q.dtype)
+        factor = self.modulation(x)
+
+        if self.filters_active() or self.keep_attention_map:
+            logits = q @ k.transpose(-2, -1)
+            if attn_mask is not None:
+                logits = logits + attn_mask
+            if self.filters_active():
+                keep = nucleus_topk_mask(logits, self.top_k, self.top_p)
+                logits = logits.masked_fill(~keep, float("-inf"))
+            attn = logits.softmax(dim=-1)
+            if factor is not None:
+                attn = attn * factor
+            if self.keep_attention_map:
+                self.attention_map = attn.detach()
+            out = self.attn_drop(attn) @ v
+        else:
+            out = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=attn_mask, dropout_p=self.attn_drop.p if self.training else 0.0,
+                scale=1.0,
+            )
+            if factor is not None:
+                out = out * factor
+        out = out.transpose(1, 2).reshape(b, n, c)
+        return self.proj_drop(self.proj(out))

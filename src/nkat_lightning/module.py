@@ -1,0 +1,108 @@
+"""The LightningModule: NKAT-ViT, loss, accuracy / TPE logging, AdamW + warm-up/cosine."""
+
+from __future__ import annotations
+
+import math
+
+import lightning as L
+import torch
+from timm.optim import param_groups_weight_decay
+from torch import nn
+from torchmetrics import MaxMetric, MeanMetric
+from torchmetrics.classification import MulticlassAccuracy
+
+from nkat_lightning.metrics import count_parameters, lambda_theory, tpe
+from nkat_lightning.models import NKATViT
+
+
+def warmup_cosine_factor(step: int, warmup_steps: int, total_steps: int, floor: float) -> float:
+    """LR multiplier: linear warm-up from ~0 to 1, then cosine from 1 down to ``floor``."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+class NKATLitModule(L.LightningModule):
+    """Wraps ``NKATViT``; logs loss, top-1 accuracy, parameters, lambda and TPE.
+
+    ``model`` and ``optim`` are plain dicts (saved as hyperparameters, so a checkpoint alone
+    rebuilds the module and loads under ``torch.load(weights_only=True)``).
+    """
+
+    def __init__(self, model: dict, optim: dict) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.net = NKATViT(**model)
+        self.optim_cfg = optim
+        self.criterion = nn.CrossEntropyLoss(label_smoothing=optim.get("label_smoothing", 0.0))
+        self.eval_criterion = nn.CrossEntropyLoss()
+        num_classes = model["num_classes"]
+        self.train_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.val_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.test_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
+        self.val_acc_best = MaxMetric()
+        self.num_params = count_parameters(self.net)
+        self.lam = lambda_theory(self.num_params)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    def on_train_start(self) -> None:
+        self.val_acc_best.reset()
+        self.log_dict({"model/params": float(self.num_params), "model/lambda": self.lam})
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        logits = self(x)
+        loss = self.criterion(logits, y)
+        self.train_loss(loss)
+        self.train_acc(logits, y)
+        self.log("train/loss", self.train_loss, on_step=True, on_epoch=True, prog_bar=True)
+        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True)
+        return loss
+
+    def _eval_step(self, batch, loss_metric: MeanMetric, acc_metric: MulticlassAccuracy, stage: str):
+        x, y = batch
+        logits = self(x)
+        loss_metric(self.eval_criterion(logits, y))
+        acc_metric(logits, y)
+        self.log(f"{stage}/loss", loss_metric, on_step=False, on_epoch=True, prog_bar=True)
+        self.log(f"{stage}/acc", acc_metric, on_step=False, on_epoch=True, prog_bar=True)
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        self._eval_step(batch, self.val_loss, self.val_acc, "val")
+
+    def on_validation_epoch_end(self) -> None:
+        acc = self.val_acc.compute()
+        self.val_acc_best(acc)
+        best = self.val_acc_best.compute()
+        self.log("val/acc_best", best, sync_dist=True, prog_bar=True)
+        self.log("val/tpe", tpe(float(acc), self.lam), sync_dist=True)
+        self.log("val/tpe_best", tpe(float(best), self.lam), sync_dist=True)
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        self._eval_step(batch, self.test_loss, self.test_acc, "test")
+
+    def on_test_epoch_end(self) -> None:
+        self.log("test/tpe", tpe(float(self.test_acc.compute()), self.lam), sync_dist=True)
+        self.log_dict({"model/params": float(self.num_params), "model/lambda": self.lam})
+
+    def configure_optimizers(self):
+        cfg = self.optim_cfg
+        groups = param_groups_weight_decay(
+            self.net, cfg["weight_decay"], no_weight_decay_list=self.net.no_weight_decay()
+        )
+        optimizer = torch.optim.AdamW(
+            groups, lr=cfg["lr"], betas=tuple(cfg.get("betas", (0.9, 0.999))),
+            fused=self.device.type == "cuda" or None,
+        )
+        total = int(self.trainer.estimated_stepping_batches)
+        epochs = max(1, self.trainer.max_epochs or 1)
+        warmup = min(total, round(cfg.get("warmup_epochs", 0) * total / epochs))
+        floor = cfg.get("min_lr_ratio", 0.0)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: warmup_cosine_factor(step, warmup, total, floor)
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

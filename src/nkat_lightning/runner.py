@@ -1,0 +1,79 @@
+"""What every entry point shares: building objects from the config, user-facing errors,
+and the run folder's result files."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from pathlib import Path
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from hydra.utils import instantiate
+from lightning.pytorch.loggers import Logger
+from omegaconf import DictConfig, OmegaConf
+from rich.console import Console
+from rich.table import Table
+
+from nkat_lightning.errors import UserError
+
+RESULTS_FILE = "results.json"
+
+
+def report_user_errors(task):
+    """Print a ``UserError`` as one message and exit 2 instead of a traceback; in a multirun
+    re-raise it so the sweeper records the trial as failed."""
+
+    @functools.wraps(task)
+    def wrapper(cfg: DictConfig):
+        try:
+            return task(cfg)
+        except UserError as error:
+            multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+            if multirun:
+                raise
+            print(f"error: {error}", file=sys.stderr)
+            sys.exit(2)
+
+    return wrapper
+
+
+def instantiate_all(group: DictConfig | None) -> list:
+    """Instantiate each ``_target_`` entry of a callbacks/logger group."""
+    if not group:
+        return []
+    return [instantiate(entry) for entry in group.values() if entry and "_target_" in entry]
+
+
+def finish_loggers(loggers: list[Logger]) -> None:
+    """Close W&B runs so the next run of a multirun gets its own."""
+    for logger in loggers:
+        if type(logger).__name__ == "WandbLogger":
+            import wandb
+
+            wandb.finish()
+
+
+def save_resolved_config(resolved: dict, run_dir: Path) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(OmegaConf.create(resolved), run_dir / "config.yaml")
+
+
+def write_json(path: Path, payload: dict) -> None:
+    """Write atomically: a crash mid-write never leaves half a file."""
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(payload, indent=2) + "\n")
+    tmp.replace(path)
+
+
+def print_results(title: str, results: dict, keys: list[str]) -> None:
+    table = Table(title=title, show_header=True)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key in keys:
+        value = results.get(key)
+        if isinstance(value, float):
+            value = f"{value:.4f}"
+        table.add_row(key, "-" if value is None else str(value))
+    Console().print(table)

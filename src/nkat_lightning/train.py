@@ -1,0 +1,126 @@
+"""Train, then test the best checkpoint: ``python -m nkat_lightning.train [overrides]``."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import hydra
+import lightning as L
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.utilities import rank_zero_info
+from omegaconf import DictConfig
+
+from nkat_lightning.config import CONFIG_DIR, validate_config
+from nkat_lightning.errors import ConfigError
+from nkat_lightning.module import NKATLitModule
+from nkat_lightning.runner import (
+    RESULTS_FILE,
+    finish_loggers,
+    instantiate_all,
+    print_results,
+    report_user_errors,
+    save_resolved_config,
+    write_json,
+)
+
+SUMMARY_KEYS = ["data", "params", "lambda", "val_acc_best", "test_acc", "test_tpe", "epochs",
+                "wall_time_s"]
+
+
+def _checkpoint_to_resume(resume: str, run_dir: Path) -> str | None:
+    last = run_dir / "checkpoints" / "last.ckpt"
+    if resume == "never":
+        shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
+        return None
+    if resume == "auto":
+        return str(last) if last.is_file() else None
+    return resume
+
+
+def _metric(metrics: dict, key: str) -> float | None:
+    value = metrics.get(key)
+    return None if value is None else float(value)
+
+
+def train(cfg: DictConfig) -> dict:
+    """Fit and test one configuration; returns (and writes) the run's results."""
+    resolved = validate_config(cfg)
+    run_dir = Path(resolved["paths"]["output_dir"])
+    results_path = run_dir / RESULTS_FILE
+    if resolved["resume"] == "auto" and results_path.is_file():
+        rank_zero_info(f"This run already finished: {results_path} (resume=never trains again).")
+        return json.loads(results_path.read_text())
+    if resolved["seed"] is not None:
+        L.seed_everything(resolved["seed"], workers=True)
+
+    datamodule = instantiate(cfg.data, aug=resolved["aug"], _convert_="all")
+    datamodule.prepare_data()  # fail on missing data before building anything else
+    module = NKATLitModule(model=resolved["model"], optim=resolved["optim"])
+    callbacks = instantiate_all(cfg.get("callbacks"))
+    loggers = instantiate_all(cfg.get("logger"))
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    if trainer.is_global_zero:
+        save_resolved_config(resolved, run_dir)
+
+    ckpt_path = _checkpoint_to_resume(resolved["resume"], run_dir)
+    if ckpt_path:
+        rank_zero_info(f"Resuming from {ckpt_path}")
+    start = time.perf_counter()
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    fit_metrics = dict(trainer.callback_metrics)
+
+    checkpoint = next((c for c in callbacks if isinstance(c, ModelCheckpoint)), None)
+    best = checkpoint.best_model_path if checkpoint else ""
+    test_metrics: dict = {}
+    if resolved["test_after_fit"]:
+        trainer.test(module, datamodule=datamodule, ckpt_path=best or None)
+        test_metrics = dict(trainer.callback_metrics)
+
+    results = {
+        "data": resolved["data"]["name"],
+        "params": module.num_params,
+        "lambda": module.lam,
+        "val_acc_best": _metric(fit_metrics, "val/acc_best"),
+        "val_tpe_best": _metric(fit_metrics, "val/tpe_best"),
+        "test_acc": _metric(test_metrics, "test/acc"),
+        "test_loss": _metric(test_metrics, "test/loss"),
+        "test_tpe": _metric(test_metrics, "test/tpe"),
+        "epochs": trainer.current_epoch,
+        "global_step": trainer.global_step,
+        "wall_time_s": round(time.perf_counter() - start, 1),
+        "best_ckpt": best,
+        "seed": resolved["seed"],
+        "run_dir": str(run_dir),
+        "metrics": {k: float(v) for k, v in {**fit_metrics, **test_metrics}.items()},
+    }
+    finish_loggers(loggers)
+    if trainer.is_global_zero:
+        write_json(results_path, results)
+        print_results(f"{results['data']}: {run_dir}", results, SUMMARY_KEYS)
+    return results
+
+
+def objective(results: dict, metric_name: str | None) -> float | None:
+    """The value a sweeper optimises: ``optimized_metric`` from the run's metrics."""
+    if not metric_name:
+        return None
+    if metric_name not in results["metrics"]:
+        available = ", ".join(sorted(results["metrics"]))
+        raise ConfigError(
+            f"optimized_metric={metric_name!r} was not logged by this run; available: {available}"
+        )
+    return results["metrics"][metric_name]
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
+@report_user_errors
+def main(cfg: DictConfig) -> float | None:
+    return objective(train(cfg), cfg.get("optimized_metric"))
+
+
+if __name__ == "__main__":
+    main()
