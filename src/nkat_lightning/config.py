@@ -31,7 +31,7 @@ def run_name(override_dirname: str) -> str:
 def register_resolvers() -> None:
     for name, fn in {"run_name": run_name, "emnist_classes": emnist_num_classes}.items():
         if not OmegaConf.has_resolver(name):
-            OmegaConf.register_new_resolver(name, fn)
+            OmegaConf.register_resolver(name, fn)
 
 
 register_resolvers()

@@ -26,11 +26,12 @@ def warmup_cosine_factor(step: int, warmup_steps: int, total_steps: int, floor: 
 class NKATLitModule(L.LightningModule):
     """Wraps ``NKATViT``; logs loss, top-1 accuracy, parameters, lambda and TPE.
 
-    ``model`` and ``optim`` are plain dicts (saved as hyperparameters, so a checkpoint alone
-    rebuilds the module and loads under ``torch.load(weights_only=True)``).
+    ``model``, ``optim`` and (for provenance and eval) ``data`` are plain dicts, saved as
+    hyperparameters, so a checkpoint alone rebuilds the module and loads under
+    ``torch.load(weights_only=True)``.
     """
 
-    def __init__(self, model: dict, optim: dict) -> None:
+    def __init__(self, model: dict, optim: dict, data: dict | None = None) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.net = NKATViT(**model)
@@ -45,6 +46,10 @@ class NKATLitModule(L.LightningModule):
         self.val_acc_best = MaxMetric()
         self.num_params = count_parameters(self.net)
         self.lam = lambda_theory(self.num_params)
+
+    @staticmethod
+    def hparams_from_checkpoint(path) -> dict:
+        return torch.load(path, map_location="cpu", weights_only=True)["hyper_parameters"]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)

@@ -19,6 +19,13 @@ from rich.table import Table
 from nkat_lightning.errors import UserError
 
 RESULTS_FILE = "results.json"
+#: Packages whose classes a config may name as ``_target_`` (Hydra 1.4's execution whitelist).
+TRUSTED_TARGETS = ["nkat_lightning.*", "lightning.*", "torch.*", "timm.*", "optuna.*"]
+
+
+def build(config, **kwargs):
+    """``hydra.utils.instantiate`` limited to the trusted packages."""
+    return instantiate(config, _execution_whitelist_=TRUSTED_TARGETS, **kwargs)
 
 
 def report_user_errors(task):
@@ -43,7 +50,7 @@ def instantiate_all(group: DictConfig | None) -> list:
     """Instantiate each ``_target_`` entry of a callbacks/logger group."""
     if not group:
         return []
-    return [instantiate(entry) for entry in group.values() if entry and "_target_" in entry]
+    return [build(entry) for entry in group.values() if entry and "_target_" in entry]
 
 
 def finish_loggers(loggers: list[Logger]) -> None:

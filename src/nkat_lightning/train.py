@@ -9,7 +9,6 @@ from pathlib import Path
 
 import hydra
 import lightning as L
-from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_info
 from omegaconf import DictConfig
@@ -19,6 +18,7 @@ from nkat_lightning.errors import ConfigError
 from nkat_lightning.module import NKATLitModule
 from nkat_lightning.runner import (
     RESULTS_FILE,
+    build,
     finish_loggers,
     instantiate_all,
     print_results,
@@ -36,9 +36,18 @@ def _checkpoint_to_resume(resume: str, run_dir: Path) -> str | None:
     if resume == "never":
         shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
         return None
-    if resume == "auto":
-        return str(last) if last.is_file() else None
-    return resume
+    if resume == "auto" and not last.is_file():
+        return None
+    keep_csv_history(run_dir / "csv")
+    return str(last) if resume == "auto" else resume
+
+
+def keep_csv_history(csv_dir: Path) -> None:
+    """Lightning's CSVLogger deletes an existing metrics.csv; keep it as metrics.<n>.csv."""
+    metrics = csv_dir / "metrics.csv"
+    if metrics.is_file():
+        index = len(list(csv_dir.glob("metrics.*.csv")))
+        metrics.replace(csv_dir / f"metrics.{index}.csv")
 
 
 def _metric(metrics: dict, key: str) -> float | None:
@@ -57,12 +66,12 @@ def train(cfg: DictConfig) -> dict:
     if resolved["seed"] is not None:
         L.seed_everything(resolved["seed"], workers=True)
 
-    datamodule = instantiate(cfg.data, aug=resolved["aug"], _convert_="all")
+    datamodule = build(cfg.data, aug=resolved["aug"], _convert_="all")
     datamodule.prepare_data()  # fail on missing data before building anything else
-    module = NKATLitModule(model=resolved["model"], optim=resolved["optim"])
+    module = NKATLitModule(model=resolved["model"], optim=resolved["optim"], data=resolved["data"])
     callbacks = instantiate_all(cfg.get("callbacks"))
     loggers = instantiate_all(cfg.get("logger"))
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    trainer: L.Trainer = build(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     if trainer.is_global_zero:
         save_resolved_config(resolved, run_dir)
 
@@ -116,7 +125,7 @@ def objective(results: dict, metric_name: str | None) -> float | None:
     return results["metrics"][metric_name]
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
+@hydra.main(config_path=CONFIG_DIR, config_name="train")
 @report_user_errors
 def main(cfg: DictConfig) -> float | None:
     return objective(train(cfg), cfg.get("optimized_metric"))

@@ -1,0 +1,103 @@
+import inspect
+from pathlib import Path
+
+import lightning as L
+import pytest
+from omegaconf import OmegaConf
+
+from helpers import compose_train
+from nkat_lightning.config import CONFIG_DIR, run_name, validate_config
+from nkat_lightning.errors import ConfigError
+from nkat_lightning.models import NKATViT
+
+GROUPS = ["data", "model/conv_stem", "aug", "optim", "trainer", "logger", "callbacks", "paths",
+          "experiment", "debug", "hparams_search"]
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (Path(CONFIG_DIR) / group).glob("*.yaml"))
+
+
+@pytest.mark.parametrize(("group", "option"),
+                         [(g, o) for g in GROUPS for o in options(g)])
+def test_every_option_of_every_group_composes_and_validates(group, option, tmp_path):
+    cfg = compose_train([f"{group}={option}"], tmp_path)
+    resolved = validate_config(cfg)
+    assert resolved["model"]["num_classes"] == resolved["data"]["num_classes"]
+
+
+def test_every_group_has_options():
+    assert all(options(group) for group in GROUPS)
+
+
+@pytest.mark.parametrize("data", options("data"))
+@pytest.mark.parametrize("stem", ["off", "tiny", "small"])
+def test_every_data_set_and_stem_builds_with_default_patch(data, stem, tmp_path):
+    cfg = compose_train([f"data={data}", f"model.conv_stem={stem}"], tmp_path)
+    model_cfg = validate_config(cfg)["model"]
+    assert model_cfg["conv_stem"] == stem
+    model = NKATViT(**{**model_cfg, "embed_dim": 16, "depth": 1, "num_heads": 2})
+    assert model.patch_embed.num_patches >= 4
+
+
+def test_group_and_value_override_of_conv_stem_agree(tmp_path):
+    by_group = validate_config(compose_train(["model/conv_stem=tiny", "data=cifar10"], tmp_path))
+    by_value = validate_config(compose_train(["model.conv_stem=tiny", "data=cifar10"], tmp_path))
+    assert by_group["model"] == by_value["model"]
+    assert by_value["model"]["patch_size"] == 2
+
+
+def test_bad_patch_size_fails_at_config_time_in_one_line(tmp_path):
+    cfg = compose_train(["model.conv_stem=tiny", "data=mnist", "model.patch_size=2"], tmp_path)
+    with pytest.raises(ConfigError) as info:
+        validate_config(cfg)
+    assert "\n" not in str(info.value) and "28-px" in str(info.value)
+
+
+@pytest.mark.parametrize(("override", "key"), [
+    ("optim.lr=0", "optim.lr"),
+    ("data.batch_size=0", "data.batch_size"),
+    ("model.embed_dim=30", "model.embed_dim"),
+    ("model.top_p=1.5", "model.top_p"),
+    ("model.top_k=0", "model.top_k"),
+    ("model.dropout_attn=-0.1", "model.dropout_attn"),
+    ("model.filter_mode=sometimes", "model.filter_mode"),
+    ("model.temperature=0", "model.temperature"),
+])
+def test_bad_values_name_key_and_value(override, key, tmp_path):
+    with pytest.raises(ConfigError, match=key):
+        validate_config(compose_train([override], tmp_path))
+
+
+def test_unknown_emnist_split_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="data.split='nope'"):
+        validate_config(compose_train(["data=emnist", "data.split=nope"], tmp_path))
+
+
+@pytest.mark.parametrize(("split", "classes"), [("letters", 26), ("balanced", 47)])
+def test_emnist_head_is_sized_from_split(split, classes, tmp_path):
+    resolved = validate_config(compose_train(["data=emnist", f"data.split={split}"], tmp_path))
+    assert resolved["model"]["num_classes"] == classes
+
+
+def test_every_trainer_argument_is_reachable_without_plus():
+    listed = set(OmegaConf.load(Path(CONFIG_DIR) / "trainer" / "default.yaml"))
+    wanted = set(inspect.signature(L.Trainer.__init__).parameters) - {
+        "self", "logger", "callbacks"}
+    assert wanted <= listed, f"missing in conf/trainer/default.yaml: {sorted(wanted - listed)}"
+
+
+def test_gpu_and_precision_are_config_only(tmp_path):
+    cfg = compose_train(["trainer=gpu", "trainer.precision=bf16-mixed"], tmp_path)
+    assert cfg.trainer.accelerator == "gpu" and cfg.trainer.precision == "bf16-mixed"
+
+
+def test_seed_zero_is_kept(tmp_path):
+    assert validate_config(compose_train(["seed=0"], tmp_path))["seed"] == 0
+
+
+def test_run_name_is_stable_and_path_safe():
+    assert run_name("") == "default"
+    assert run_name("a=1,b=x/y") == "a=1,b=x_y"
+    long = ",".join(f"k{i}=v" for i in range(60))
+    assert run_name(long) == run_name(long) and len(run_name(long)) <= 100

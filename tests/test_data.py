@@ -1,0 +1,116 @@
+import gzip
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from helpers import compose_train
+from nkat_lightning.data import (
+    CIFAR10DataModule,
+    EMNISTDataModule,
+    FashionMNISTDataModule,
+    MNISTDataModule,
+)
+from nkat_lightning.errors import DataNotFoundError
+from nkat_lightning.runner import build
+from synthetic_data import write_mnist_like
+
+EXPECTED = {  # data option -> (class, channels, size, classes)
+    "mnist": (MNISTDataModule, 1, 28, 10),
+    "fashion_mnist": (FashionMNISTDataModule, 1, 28, 10),
+    "emnist": (EMNISTDataModule, 1, 28, 47),
+    "cifar10": (CIFAR10DataModule, 3, 32, 10),
+}
+
+
+def make_datamodule(data: str, root, tmp_path, *overrides: str):
+    cfg = compose_train([f"data={data}", "data.batch_size=16", "data.val_size=40",
+                         "data.offline_dirs=[]", "data.download=false", *overrides],
+                        tmp_path, data_root=root)
+    return build(cfg.data, aug=dict(cfg.aug), _convert_="all")
+
+
+@pytest.mark.parametrize("data", EXPECTED)
+def test_datamodule_reads_native_files(data, synthetic_root, tmp_path):
+    cls, chans, size, classes = EXPECTED[data]
+    dm = make_datamodule(data, synthetic_root, tmp_path)
+    assert type(dm) is cls
+    dm.prepare_data()
+    dm.setup("fit")
+    dm.setup("test")
+    assert len(dm.val_set) == 40
+    assert len(dm.train_set) == len(dm.train_set.dataset) - 40
+    assert set(dm.train_set.indices).isdisjoint(dm.val_set.indices)
+    x, y = next(iter(dm.train_dataloader()))
+    assert x.shape == (16, chans, size, size) and x.dtype == torch.float32
+    assert 0 <= int(y.min()) and int(y.max()) < classes
+    xt, _ = next(iter(dm.test_dataloader()))
+    assert xt.shape[1:] == (chans, size, size)
+    assert abs(float(xt.mean())) < 3  # normalised, not raw 0..255
+
+
+def test_split_is_reproducible_and_seeded(synthetic_root, tmp_path):
+    def val_indices(seed):
+        dm = make_datamodule("mnist", synthetic_root, tmp_path, f"data.split_seed={seed}")
+        dm.setup("fit")
+        return dm.val_set.indices
+    assert val_indices(0) == val_indices(0)
+    assert val_indices(0) != val_indices(1)
+
+
+def test_eval_transform_has_no_augmentation(synthetic_root, tmp_path):
+    dm = make_datamodule("cifar10", synthetic_root, tmp_path)
+    dm.setup("fit")
+    first = [dm.val_set[0][0] for _ in range(3)]
+    assert all(torch.equal(first[0], other) for other in first)
+    train = [dm.train_set[0][0] for _ in range(8)]
+    assert any(not torch.equal(train[0], other) for other in train)
+
+
+@pytest.mark.parametrize("split", ["letters", "balanced"])
+def test_emnist_orientation_and_labels(split, synthetic_root, tmp_path):
+    dm = make_datamodule("emnist", synthetic_root, tmp_path, f"data.split={split}",
+                         "aug=none")
+    dm.setup("test")
+    labels = dm.test_set.targets
+    assert int(labels.min()) == 0 and int(labels.max()) == dm.num_classes - 1
+    assert len(dm.test_set.classes) == dm.num_classes
+    # class 1's square is in the first row of cells, second column: after the transpose fix
+    # the bright block lies right of the top-left corner, as written before transposing.
+    image = dm.test_set.data[(labels == 1).nonzero()[0, 0]].numpy()
+    cells = int(np.ceil(np.sqrt(dm.num_classes if split == "balanced" else 27)))
+    step = 28 // cells
+    assert image[:step, step : 2 * step].min() == 255
+
+
+def test_offline_copy_is_prepared_into_root(tmp_path):
+    """Debian's layout: the four .gz files in one folder; prepared into root/<folder>/raw."""
+    staging = tmp_path / "staging"
+    write_mnist_like(staging, "FashionMNIST")
+    debian = tmp_path / "usr-share-datasets-fashion-mnist"
+    debian.mkdir()
+    for raw in (staging / "FashionMNIST" / "raw").iterdir():
+        with open(raw, "rb") as src, gzip.open(debian / f"{raw.name}.gz", "wb") as dst:
+            shutil.copyfileobj(src, dst)
+    root = tmp_path / "root"
+    dm = make_datamodule("fashion_mnist", root, tmp_path,
+                         f"data.offline_dirs=[{tmp_path / 'nowhere'},{debian}]")
+    dm.prepare_data()
+    assert sorted(p.name for p in (root / "FashionMNIST" / "raw").iterdir()) == sorted(
+        p.name for p in (staging / "FashionMNIST" / "raw").iterdir())
+    dm.setup("test")
+    assert len(dm.test_set) == 80
+
+
+@pytest.mark.parametrize("data", EXPECTED)
+def test_missing_data_is_one_clear_error(data, tmp_path):
+    dm = make_datamodule(data, tmp_path / "empty", tmp_path,
+                         f"data.offline_dirs=[{tmp_path / 'nowhere'}]")
+    with pytest.raises(DataNotFoundError) as info:
+        dm.prepare_data()
+    message = str(info.value)
+    assert f"'{dm.name}' is not available" in message
+    assert "nowhere: no such folder" in message
+    assert "download: switched off" in message
+    assert "Fix:" in message

@@ -1,0 +1,150 @@
+import itertools
+
+import pytest
+import torch
+
+from nkat_lightning.models import NKATAttention, NKATViT, check_patch_grid, nucleus_topk_mask
+from nkat_lightning.models.embedding import CONV_STEMS
+
+SHAPES = {"mnist": (28, 1, {"off": 7, "tiny": 1, "small": 1}),
+          "cifar10": (32, 3, {"off": 4, "tiny": 2, "small": 2})}
+MODES = {
+    "plain": {},
+    "filters": {"top_k": 6, "top_p": 0.8, "temperature": 0.65},
+    "nkat": {"nkat_strength": 0.5, "nkat_decay": 0.99},
+    "all": {"top_k": 6, "top_p": 0.8, "nkat_strength": 0.5, "learnable_temperature": True},
+}
+TINY = {"embed_dim": 32, "depth": 2, "num_heads": 2}
+
+
+@pytest.mark.parametrize(("data", "stem", "mode"),
+                         list(itertools.product(SHAPES, CONV_STEMS, MODES)))
+def test_forward_every_stem_shape_and_mode(data, stem, mode):
+    size, chans, patches = SHAPES[data]
+    model = NKATViT(img_size=size, in_chans=chans, num_classes=7, conv_stem=stem,
+                    patch_size=patches[stem], **TINY, **MODES[mode])
+    logits = model(torch.randn(3, chans, size, size))
+    assert logits.shape == (3, 7)
+    assert torch.isfinite(logits).all()
+    logits.sum().backward()
+    side = size // (4 if stem != "off" else 1) // patches[stem]
+    assert model.patch_embed.num_patches == side * side
+    assert model.pos_embed.shape[1] == side * side + 1
+
+
+def test_color_norm_is_auto_for_rgb_only():
+    rgb = NKATViT(img_size=32, in_chans=3, patch_size=4, **TINY)
+    grey = NKATViT(img_size=28, in_chans=1, patch_size=7, **TINY)
+    assert type(rgb.patch_embed.backbone[0]).__name__ == "LayerNorm2d"
+    assert type(grey.patch_embed.backbone[0]).__name__ == "Identity"
+    off = NKATViT(img_size=32, in_chans=3, patch_size=4, color_norm=False, **TINY)
+    assert type(off.patch_embed.backbone[0]).__name__ == "Identity"
+
+
+def test_seed_baseline_has_about_8m_parameters():
+    model = NKATViT(img_size=32, in_chans=3, conv_stem="tiny", patch_size=2, embed_dim=384,
+                    depth=7, num_heads=8)
+    assert 7.5e6 < sum(p.numel() for p in model.parameters()) < 9e6
+
+
+def test_patch_grid_error_names_size_reduction_and_patch():
+    with pytest.raises(ValueError) as info:
+        check_patch_grid(28, "tiny", 2)
+    message = str(info.value)
+    assert "\n" not in message
+    assert "28-px" in message and "reduction 4x" in message and "patch_size=2" in message
+
+
+def reference_mask(logits: torch.Tensor, k: int | None, p: float | None) -> torch.Tensor:
+    """Straightforward per-row top-k then top-p, for comparison."""
+    keep = torch.zeros_like(logits, dtype=torch.bool)
+    for index in itertools.product(*map(range, logits.shape[:-1])):
+        row = logits[index]
+        order = sorted(range(len(row)), key=lambda i: -row[i].item())
+        if k is not None:
+            order = order[:k]
+        kept, mass = [], 0.0
+        probs = torch.softmax(row[order], dim=0)
+        for rank, i in enumerate(order):
+            kept.append(i)
+            mass += probs[rank].item()
+            if p is not None and mass >= p:
+                break
+        keep[index][kept] = True
+    return keep
+
+
+@pytest.mark.parametrize(("k", "p"), [(3, None), (None, 0.6), (5, 0.8), (1, 0.9), (None, 1.0)])
+def test_filter_mask_matches_reference(k, p):
+    torch.manual_seed(0)
+    logits = torch.randn(2, 3, 9, 11) * 2
+    assert torch.equal(nucleus_topk_mask(logits, k, p), reference_mask(logits, k, p))
+
+
+def test_top_k_keeps_exactly_k_even_with_ties():
+    logits = torch.zeros(4, 10)
+    assert (nucleus_topk_mask(logits, 3, None).sum(-1) == 3).all()
+
+
+def test_top_p_keeps_smallest_prefix_reaching_p():
+    logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]]))
+    assert nucleus_topk_mask(logits, None, 0.5).tolist() == [[True, False, False, False]]
+    assert nucleus_topk_mask(logits, None, 0.79).tolist() == [[True, True, False, False]]
+    assert nucleus_topk_mask(logits, None, 0.81).tolist() == [[True, True, True, False]]
+    assert nucleus_topk_mask(logits, None, 0.01).tolist() == [[True, False, False, False]]
+
+
+def _attention(**kwargs) -> NKATAttention:
+    torch.manual_seed(0)
+    return NKATAttention(16, num_heads=2, layer_index=2, **kwargs).eval()
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"temperature": 0.7}, {"nkat_strength": 0.5,
+                                                                "nkat_decay": 0.9}])
+def test_fused_and_explicit_paths_agree(kwargs):
+    attn = _attention(**kwargs)
+    x = torch.randn(3, 5, 16)
+    fused = attn(x)
+    attn.keep_attention_map = True
+    explicit = attn(x)
+    torch.testing.assert_close(fused, explicit, rtol=1e-5, atol=1e-6)
+    assert attn.attention_map.shape == (3, 2, 5, 5)
+
+
+def test_modulation_scales_rows_by_one_plus_c_theta():
+    attn = _attention(nkat_strength=0.5, nkat_decay=0.9)
+    attn.keep_attention_map = True
+    x = torch.randn(2, 4, 16)
+    attn(x)
+    var, mean = torch.var_mean(x, dim=-1, unbiased=False)
+    theta = 0.1 * torch.tanh(mean) + 0.05 * torch.sigmoid(var)
+    expected = 1 + 0.5 * 0.9**2 * theta
+    torch.testing.assert_close(attn.attention_map.sum(-1), expected[:, None, :].expand(2, 2, 4))
+
+
+def test_filters_change_output_and_respect_filter_mode():
+    x = torch.randn(2, 9, 16)
+    plain = _attention()(x)
+    always = _attention(top_k=2)(x)
+    assert not torch.allclose(plain, always)
+    train_only = _attention(top_k=2, filter_mode="train")
+    torch.testing.assert_close(train_only(x), plain)  # eval mode: filters off
+    train_only.train()
+    train_only.keep_attention_map = True
+    train_only(x)
+    assert ((train_only.attention_map > 0).sum(-1) == 2).all()
+
+
+def test_learnable_temperature_gets_gradient():
+    attn = _attention(temperature=0.65, learnable_temperature=True)
+    assert attn.temperature.item() == pytest.approx(0.65)
+    attn(torch.randn(2, 4, 16)).sum().backward()
+    assert attn.log_temperature.grad is not None
+
+
+def test_attention_maps_per_layer():
+    model = NKATViT(img_size=28, in_chans=1, patch_size=7, **TINY, top_k=4)
+    maps = model.attention_maps(torch.randn(2, 1, 28, 28))
+    assert len(maps) == 2 and maps[0].shape == (2, 2, 17, 17)
+    assert ((maps[0] > 0).sum(-1) <= 4).all()
+    assert all(a.attention_map is None for a in model.nkat_attentions())

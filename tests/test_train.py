@@ -1,0 +1,72 @@
+"""Training in-process on synthetic data: results, resume, checkpoints, eval."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from helpers import FAST, TINY_MODEL, compose_train
+from nkat_lightning.eval import evaluate
+from nkat_lightning.train import objective, train
+
+RESULT_KEYS = {"data", "params", "lambda", "val_acc_best", "test_acc", "test_tpe"}
+
+
+@pytest.fixture
+def tiny_run(synthetic_root, tmp_path):
+    cfg = compose_train(["data=mnist", *TINY_MODEL, *FAST, "trainer.max_epochs=2"], tmp_path,
+                        data_root=synthetic_root)
+    return cfg, train(cfg)
+
+
+def test_run_writes_results_config_checkpoints_and_metrics(tiny_run):
+    cfg, results = tiny_run
+    run_dir = cfg.paths.output_dir
+    saved = json.loads(open(f"{run_dir}/results.json").read())
+    assert RESULT_KEYS <= set(saved)
+    assert saved["data"] == "mnist" and saved["epochs"] == 2
+    assert saved["lambda"] == pytest.approx(saved["params"] / 1e6)
+    assert 0 <= saved["test_acc"] <= 1
+    assert saved["test_tpe"] == pytest.approx(
+        saved["test_acc"] / torch.log10(torch.tensor(1 + saved["lambda"])).item(), rel=1e-5)
+    for name in ("config.yaml", "checkpoints/last.ckpt", "csv/metrics.csv"):
+        assert Path(run_dir, name).is_file()
+    assert saved["best_ckpt"].startswith(run_dir)
+    assert objective(results, "val/acc_best") == results["val_acc_best"]
+
+
+def test_checkpoint_loads_with_weights_only(tiny_run):
+    cfg, results = tiny_run
+    checkpoint = torch.load(results["best_ckpt"], weights_only=True)
+    assert checkpoint["hyper_parameters"]["model"]["embed_dim"] == 32
+    assert checkpoint["hyper_parameters"]["data"]["name"] == "mnist"
+
+
+def test_finished_run_is_not_trained_again(tiny_run):
+    cfg, results = tiny_run
+    again = train(cfg)
+    assert again == json.loads(json.dumps(results))
+
+
+def test_resume_continues_from_last_checkpoint(tiny_run):
+    cfg, results = tiny_run
+    (Path(cfg.paths.output_dir) / "results.json").unlink()
+    cfg.trainer.max_epochs = 3
+    resumed = train(cfg)
+    assert resumed["epochs"] == 3
+    assert resumed["global_step"] == results["global_step"] * 3 // 2
+
+
+def test_eval_reuses_the_runs_config(tiny_run):
+    cfg, results = tiny_run
+    evaluated = evaluate(Path(cfg.paths.output_dir))
+    assert evaluated["acc"] == pytest.approx(results["test_acc"])
+    val = evaluate(Path(results["best_ckpt"]), split="val")
+    assert val["acc"] == pytest.approx(results["val_acc_best"])
+
+
+def test_unknown_optimized_metric_is_a_clear_error(tiny_run):
+    from nkat_lightning.errors import ConfigError
+    with pytest.raises(ConfigError, match="val/nope"):
+        objective(tiny_run[1], "val/nope")
