@@ -27,8 +27,8 @@ def test_global_scores_by_hand():
 def test_warmup_then_cosine_to_floor():
     factors = [warmup_cosine_factor(s, 10, 110, 0.1) for s in range(111)]
     assert factors[0] == pytest.approx(0.1) and factors[9] == pytest.approx(1.0)
-    assert all(a <= b for a, b in zip(factors[:10], factors[1:10]))
+    assert all(a <= b for a, b in zip(factors[:9], factors[1:10], strict=True))
     assert factors[10] == pytest.approx(1.0)
     assert factors[60] == pytest.approx(0.55)
     assert factors[110] == pytest.approx(0.1)
-    assert all(a >= b for a, b in zip(factors[10:], factors[11:]))
+    assert all(a >= b for a, b in zip(factors[10:-1], factors[11:], strict=True))

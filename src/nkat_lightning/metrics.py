@@ -40,5 +40,5 @@ def global_scores(accuracies: Mapping[str, float], lambdas: Mapping[str, float])
         / math.log10(1.0 + statistics.fmean(lambdas.values())),
         "consistency": 1.0 - statistics.pstdev(local) / mean_local,
         "robustness": min(local) / mean_local,
-        "local_tpe": dict(zip(names, local)),
+        "local_tpe": dict(zip(names, local, strict=True)),
     }
