@@ -41,6 +41,22 @@ def _fail(key: str, value, allowed: str) -> None:
     raise ConfigError(f"{key}={value!r} is invalid: {allowed}")
 
 
+def _validate_aug(aug: dict, data: dict) -> None:
+    for key in ("hflip", "mix_prob", "switch_prob"):
+        if not 0 <= aug.get(key, 0) <= 1:
+            _fail(f"aug.{key}", aug[key], "is a probability: must be in [0, 1]")
+    for key in ("mixup", "cutmix", "crop_padding", "affine_degrees", "affine_translate", "cutout"):
+        if aug.get(key, 0) < 0:
+            _fail(f"aug.{key}", aug[key], "must be >= 0 (0 switches it off)")
+    if aug.get("cutout", 0) >= data["img_size"]:
+        _fail("aug.cutout", aug["cutout"], f"must be smaller than the {data['img_size']}-px image")
+    randaugment = aug.get("randaugment") or {}
+    if randaugment.get("n", 0) < 0 or not 0 <= randaugment.get("m", 0) <= 30:
+        _fail("aug.randaugment", randaugment, "n must be >= 0 and m in 0..30")
+    if (aug.get("mixup", 0) or aug.get("cutmix", 0)) and data["batch_size"] % 2:
+        _fail("data.batch_size", data["batch_size"], "must be even when Mixup/CutMix is on")
+
+
 def validate_config(cfg: DictConfig) -> dict:
     """Resolve ``cfg`` and check the values a run depends on; raise ``ConfigError`` with one
     line naming the key, the value and what is allowed. Returns the resolved container."""
@@ -80,6 +96,9 @@ def validate_config(cfg: DictConfig) -> dict:
         _fail("optim.weight_decay", optim["weight_decay"], "must be >= 0")
     if not 0 <= optim.get("label_smoothing", 0) < 1:
         _fail("optim.label_smoothing", optim["label_smoothing"], "must be in [0, 1)")
+    if not 0 <= optim.get("ema", 0) < 1:
+        _fail("optim.ema", optim["ema"], "must be in [0, 1); 0 switches EMA off")
+    _validate_aug(resolved["aug"], data)
     for key in ("batch_size", "val_size"):
         if data[key] < 1:
             _fail(f"data.{key}", data[key], "must be >= 1")

@@ -6,6 +6,8 @@ import math
 
 import lightning as L
 import torch
+from timm.data import Mixup
+from timm.loss import SoftTargetCrossEntropy
 from timm.optim import param_groups_weight_decay
 from torch import nn
 from torchmetrics import MaxMetric, MeanMetric
@@ -26,19 +28,33 @@ def warmup_cosine_factor(step: int, warmup_steps: int, total_steps: int, floor: 
 class NKATLitModule(L.LightningModule):
     """Wraps ``NKATViT``; logs loss, top-1 accuracy, parameters, lambda and TPE.
 
-    ``model``, ``optim`` and (for provenance and eval) ``data`` are plain dicts, saved as
-    hyperparameters, so a checkpoint alone rebuilds the module and loads under
-    ``torch.load(weights_only=True)``.
+    ``model``, ``optim``, ``aug`` and (for provenance and eval) ``data`` are plain dicts,
+    saved as hyperparameters, so a checkpoint alone rebuilds the module and loads under
+    ``torch.load(weights_only=True)``. Training uses label smoothing, and timm's Mixup/CutMix
+    with soft targets when ``aug.mixup`` or ``aug.cutmix`` is on; val/test use plain
+    cross-entropy.
     """
 
-    def __init__(self, model: dict, optim: dict, data: dict | None = None) -> None:
+    def __init__(self, model: dict, optim: dict, data: dict | None = None,
+                 aug: dict | None = None) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.net = NKATViT(**model)
         self.optim_cfg = optim
-        self.criterion = nn.CrossEntropyLoss(label_smoothing=optim.get("label_smoothing", 0.0))
-        self.eval_criterion = nn.CrossEntropyLoss()
         num_classes = model["num_classes"]
+        smoothing = optim.get("label_smoothing", 0.0)
+        aug = aug or {}
+        self.mixup = None
+        if aug.get("mixup", 0) or aug.get("cutmix", 0):
+            self.mixup = Mixup(
+                mixup_alpha=aug.get("mixup", 0.0), cutmix_alpha=aug.get("cutmix", 0.0),
+                prob=aug.get("mix_prob", 1.0), switch_prob=aug.get("switch_prob", 0.5),
+                label_smoothing=smoothing, num_classes=num_classes,
+            )
+            self.criterion = SoftTargetCrossEntropy()
+        else:
+            self.criterion = nn.CrossEntropyLoss(label_smoothing=smoothing)
+        self.eval_criterion = nn.CrossEntropyLoss()
         self.train_acc = MulticlassAccuracy(num_classes, average="micro")
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")
@@ -60,8 +76,11 @@ class NKATLitModule(L.LightningModule):
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         x, y = batch
+        targets = y
+        if self.mixup is not None:
+            x, targets = self.mixup(x, y)
         logits = self(x)
-        loss = self.criterion(logits, y)
+        loss = self.criterion(logits, targets)
         self.train_loss(loss)
         self.train_acc(logits, y)
         self.log("train/loss", self.train_loss, on_step=True, on_epoch=True, prog_bar=True)

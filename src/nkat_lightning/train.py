@@ -9,7 +9,7 @@ from pathlib import Path
 
 import hydra
 import lightning as L
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import EMAWeightAveraging, ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_info
 from omegaconf import DictConfig
 
@@ -28,7 +28,7 @@ from nkat_lightning.runner import (
 )
 
 SUMMARY_KEYS = ["data", "params", "lambda", "val_acc_best", "test_acc", "test_tpe", "epochs",
-                "wall_time_s"]
+                "wall_time_s", "gate"]
 
 
 def _checkpoint_to_resume(resume: str, run_dir: Path) -> str | None:
@@ -68,8 +68,12 @@ def train(cfg: DictConfig) -> dict:
 
     datamodule = build(cfg.data, aug=resolved["aug"], _convert_="all")
     datamodule.prepare_data()  # fail on missing data before building anything else
-    module = NKATLitModule(model=resolved["model"], optim=resolved["optim"], data=resolved["data"])
+    module = NKATLitModule(
+        model=resolved["model"], optim=resolved["optim"], data=resolved["data"], aug=resolved["aug"]
+    )
     callbacks = instantiate_all(cfg.get("callbacks"))
+    if resolved["optim"].get("ema", 0):  # validation, test and checkpoints see the EMA weights
+        callbacks.append(EMAWeightAveraging(decay=resolved["optim"]["ema"]))
     loggers = instantiate_all(cfg.get("logger"))
     trainer: L.Trainer = build(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     if trainer.is_global_zero:
@@ -106,11 +110,20 @@ def train(cfg: DictConfig) -> dict:
         "run_dir": str(run_dir),
         "metrics": {k: float(v) for k, v in {**fit_metrics, **test_metrics}.items()},
     }
+    if resolved.get("gate"):
+        results["gate"] = gate_verdict(results, **resolved["gate"])
     finish_loggers(loggers)
     if trainer.is_global_zero:
         write_json(results_path, results)
         print_results(f"{results['data']}: {run_dir}", results, SUMMARY_KEYS)
     return results
+
+
+def gate_verdict(results: dict, metric: str, threshold: float) -> dict:
+    """Whether ``results[metric]`` reached ``threshold`` (e.g. the seed's 45 % smoke gate)."""
+    value = results.get(metric)
+    return {"metric": metric, "threshold": threshold, "value": value,
+            "passed": value is not None and value >= threshold}
 
 
 def objective(results: dict, metric_name: str | None) -> float | None:

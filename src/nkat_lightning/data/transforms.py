@@ -1,4 +1,7 @@
-"""Per-image transforms of the augmentation packs, built from torchvision.transforms.v2."""
+"""Per-image transforms of the augmentation packs, built from torchvision.transforms.v2.
+
+Batch-level Mixup/CutMix run in the LightningModule (they need the whole batch).
+"""
 
 from __future__ import annotations
 
@@ -20,10 +23,12 @@ def build_eval_transform(data) -> v2.Compose:
 
 
 def build_train_transform(aug: dict, data) -> v2.Compose:
-    """The geometric ops of the ``aug`` pack, then the eval transform.
+    """The per-image ops of the ``aug`` pack, around the eval transform.
 
     Natural images (CIFAR-10) get a padded random crop and horizontal flips; digits and
-    letters get a small random affine and never a flip.
+    letters get a small random affine and never a flip. torchvision's RandAugment scales its
+    translations with the image size, so it suits 28/32-px images as it is. Cutout is
+    RandomErasing of a fixed square, applied after normalisation (erased to the mean).
     """
     ops: list = []
     if data.natural_images:
@@ -36,4 +41,11 @@ def build_train_transform(aug: dict, data) -> v2.Compose:
         ops.append(
             v2.RandomAffine(degrees=aug.get("affine_degrees", 0), translate=(translate, translate))
         )
-    return v2.Compose(ops + _to_normalized_tensor(data))
+    randaugment = aug.get("randaugment") or {}
+    if randaugment.get("n", 0):
+        ops.append(v2.RandAugment(num_ops=randaugment["n"], magnitude=randaugment.get("m", 9)))
+    ops += _to_normalized_tensor(data)
+    if aug.get("cutout", 0):
+        area = (aug["cutout"] / data.img_size) ** 2
+        ops.append(v2.RandomErasing(p=1.0, scale=(area, area), ratio=(1.0, 1.0), value=0))
+    return v2.Compose(ops)

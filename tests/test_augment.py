@@ -1,0 +1,87 @@
+"""Augmentation packs, Mixup/CutMix soft targets and EMA."""
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+from timm.loss import SoftTargetCrossEntropy
+from torchvision.transforms import v2
+
+from helpers import FAST, TINY_MODEL, compose_train
+from nkat_lightning.config import validate_config
+from nkat_lightning.data.transforms import build_train_transform
+from nkat_lightning.errors import ConfigError
+from nkat_lightning.module import NKATLitModule
+from nkat_lightning.train import train
+
+CIFAR = SimpleNamespace(natural_images=True, img_size=32, mean=(0.5,) * 3, std=(0.25,) * 3)
+GLYPH = SimpleNamespace(natural_images=False, img_size=28, mean=(0.5,), std=(0.25,))
+
+
+def aug_of(pack: str, tmp_path, *overrides: str) -> dict:
+    return validate_config(compose_train([f"aug={pack}", *overrides], tmp_path))["aug"]
+
+
+def op_types(transform) -> list[type]:
+    return [type(t) for t in transform.transforms]
+
+
+def test_strong_pack_holds_the_seed_values(tmp_path):
+    aug = aug_of("strong", tmp_path)
+    assert (aug["randaugment"], aug["mixup"], aug["cutmix"], aug["cutout"]) == (
+        {"n": 2, "m": 9}, 0.1, 0.2, 8)
+
+
+def test_strong_on_natural_images(tmp_path):
+    ops = op_types(build_train_transform(aug_of("strong", tmp_path), CIFAR))
+    assert ops[:3] == [v2.RandomCrop, v2.RandomHorizontalFlip, v2.RandAugment]
+    assert ops[-1] is v2.RandomErasing
+
+
+def test_glyphs_are_never_flipped(tmp_path):
+    ops = op_types(build_train_transform(aug_of("strong", tmp_path), GLYPH))
+    assert v2.RandomHorizontalFlip not in ops and v2.RandomAffine in ops
+
+
+def test_knobs_switch_ops_off(tmp_path):
+    aug = aug_of("strong", tmp_path, "aug.randaugment.n=0", "aug.cutout=0")
+    ops = op_types(build_train_transform(aug, CIFAR))
+    assert v2.RandAugment not in ops and v2.RandomErasing not in ops
+
+
+def test_cutout_erases_a_square_of_the_given_side(tmp_path):
+    transform = build_train_transform(aug_of("none", tmp_path, "aug.cutout=8"), CIFAR)
+    image = torch.full((3, 32, 32), 200, dtype=torch.uint8)
+    out = transform(image)
+    assert int((out == 0).all(0).sum()) == 64
+
+
+@pytest.mark.parametrize(("override", "key"), [("aug.hflip=1.5", "aug.hflip"),
+                                               ("aug.mixup=-1", "aug.mixup"),
+                                               ("aug.cutout=40", "aug.cutout"),
+                                               ("optim.ema=1.0", "optim.ema")])
+def test_bad_aug_values_are_config_errors(override, key, tmp_path):
+    with pytest.raises(ConfigError, match=key):
+        validate_config(compose_train(["data=cifar10", override], tmp_path))
+
+
+def test_mixup_gives_soft_targets_with_label_smoothing(tmp_path):
+    resolved = validate_config(compose_train(["aug=strong", *TINY_MODEL], tmp_path))
+    module = NKATLitModule(resolved["model"], resolved["optim"], aug=resolved["aug"])
+    assert isinstance(module.criterion, SoftTargetCrossEntropy)
+    x, y = torch.randn(8, 1, 28, 28), torch.arange(8) % 10
+    mixed, targets = module.mixup(x.clone(), y)
+    assert targets.shape == (8, 10)
+    torch.testing.assert_close(targets.sum(1), torch.ones(8))
+    assert float(targets.min()) > 0  # label smoothing spreads mass over every class
+    assert not torch.equal(mixed, x)
+
+
+def test_ema_weights_are_validated_and_checkpointed(synthetic_root, tmp_path):
+    cfg = compose_train(["data=mnist", "optim.ema=0.5", *TINY_MODEL, *FAST], tmp_path,
+                        data_root=synthetic_root)
+    results = train(cfg)
+    checkpoint = torch.load(results["best_ckpt"], weights_only=True)
+    ema, current = checkpoint["state_dict"], checkpoint["current_model_state"]
+    assert ema.keys() == current.keys()
+    assert any(not torch.equal(ema[k], current[k]) for k in ema if ema[k].is_floating_point())

@@ -1,0 +1,48 @@
+"""Every experiment config runs a few batches on synthetic data; stage 2 carries the seed's flags."""
+
+from pathlib import Path
+
+import pytest
+
+from helpers import compose_train
+from nkat_lightning.config import CONFIG_DIR, validate_config
+from nkat_lightning.train import train
+
+EXPERIMENTS = sorted(p.stem for p in (Path(CONFIG_DIR) / "experiment").glob("*.yaml"))
+FEW_BATCHES = ["trainer.max_epochs=1", "trainer.limit_train_batches=2",
+               "trainer.limit_val_batches=1", "trainer.limit_test_batches=1",
+               "trainer.accelerator=cpu", "trainer.devices=1", "data.num_workers=0",
+               "data.batch_size=8", "data.eval_batch_size=16", "data.val_size=16",
+               "callbacks=minimal", "trainer.enable_progress_bar=false",
+               "trainer.enable_model_summary=false"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_experiment_runs_a_few_batches(experiment, synthetic_root, tmp_path):
+    cfg = compose_train([f"experiment={experiment}", *FEW_BATCHES], tmp_path,
+                        data_root=synthetic_root)
+    results = train(cfg)
+    assert results["test_acc"] is not None
+    if cfg.get("gate"):
+        assert results["gate"]["passed"] == (results["test_acc"] >= 0.45)
+
+
+def test_stage2_sets_every_seed_flag(tmp_path):
+    resolved = validate_config(compose_train(["experiment=stage2_cifar10"], tmp_path))
+    model, aug, optim = resolved["model"], resolved["aug"], resolved["optim"]
+    assert resolved["data"]["name"] == "cifar10"
+    assert (model["conv_stem"], model["patch_size"], model["embed_dim"], model["depth"]) == (
+        "tiny", 2, 384, 7)
+    assert (model["temperature"], model["top_k"], model["top_p"]) == (0.65, 6, 0.80)
+    assert (model["nkat_strength"], model["nkat_decay"]) == (0.0024, 0.99)
+    assert (model["dropout_attn"], model["dropout_embed"]) == (0.17, 0.08)
+    assert (aug["mixup"], aug["cutmix"], aug["randaugment"]) == (0.1, 0.2, {"n": 2, "m": 9})
+    assert (optim["lr"], optim["warmup_epochs"], optim["ema"]) == (2e-4, 5, 0.9995)
+    assert (resolved["trainer"]["max_epochs"], resolved["trainer"]["gradient_clip_val"]) == (40, 1.0)
+
+
+def test_smoke_is_stage2_for_ten_epochs_with_the_gate(tmp_path):
+    resolved = validate_config(compose_train(["experiment=stage2_cifar10_smoke"], tmp_path))
+    assert resolved["trainer"]["max_epochs"] == 10 and resolved["model"]["depth"] == 7
+    assert resolved["gate"] == {"metric": "test_acc", "threshold": 0.45}
