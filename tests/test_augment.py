@@ -85,3 +85,13 @@ def test_ema_weights_are_validated_and_checkpointed(synthetic_root, tmp_path):
     ema, current = checkpoint["state_dict"], checkpoint["current_model_state"]
     assert ema.keys() == current.keys()
     assert any(not torch.equal(ema[k], current[k]) for k in ema if ema[k].is_floating_point())
+
+
+def test_channel_shuffle_permutes_rgb_only(tmp_path):
+    aug = aug_of("none", tmp_path, "aug.channel_shuffle=1.0")
+    transform = build_train_transform(aug, SimpleNamespace(**{**vars(CIFAR), "in_chans": 3}))
+    image = torch.stack([torch.full((32, 32), v, dtype=torch.uint8) for v in (10, 120, 240)])
+    orders = {tuple(transform(image)[:, 0, 0].tolist()) for _ in range(30)}
+    assert len(orders) > 1 and all(sorted(o) == sorted(next(iter(orders))) for o in orders)
+    grey = build_train_transform(aug, SimpleNamespace(**{**vars(GLYPH), "in_chans": 1}))
+    assert v2.RandomApply not in op_types(grey)

@@ -148,3 +148,31 @@ def test_attention_maps_per_layer():
     assert len(maps) == 2 and maps[0].shape == (2, 2, 17, 17)
     assert ((maps[0] > 0).sum(-1) <= 4).all()
     assert all(a.attention_map is None for a in model.nkat_attentions())
+
+
+def test_split_heads_keep_colour_groups_apart():
+    torch.manual_seed(0)
+    kwargs = {"img_size": 32, "in_chans": 3, "patch_size": 4, "embed_dim": 32, "depth": 1,
+              "num_heads": 4, "color_norm": False}
+    split = NKATViT(split_heads=True, **kwargs)
+    x = torch.randn(2, 3, 32, 32)
+    assert split(x).shape == (2, 10)
+    # the red slice of the embedding (first quarter) ignores the green and blue channels
+    tokens = split.patch_embed(x)
+    recoloured = x.clone()
+    recoloured[:, 1:] = torch.randn(2, 2, 32, 32)
+    torch.testing.assert_close(split.patch_embed(recoloured)[..., :8], tokens[..., :8])
+    assert not torch.allclose(split.patch_embed(recoloured)[..., 24:], tokens[..., 24:])
+    # colour heads' q/k/v see only their own feature slice, the shared heads see all
+    weight = split.blocks[0].attn.qkv.weight
+    assert weight[:8, 8:].abs().max() == 0 and weight[24:32].abs().min() > 0
+    plain = NKATViT(split_heads=False, **kwargs)
+    plain.load_state_dict({k.replace(".parametrizations.weight.original", ".weight"): v
+                           for k, v in split.state_dict().items()})
+    assert not torch.allclose(plain(x), split(x))  # the masks change the computation
+
+
+def test_split_heads_need_four_head_groups():
+    with pytest.raises(ValueError, match="divisible by 4"):
+        NKATViT(img_size=32, in_chans=3, patch_size=4, embed_dim=36, num_heads=6,
+                split_heads=True)

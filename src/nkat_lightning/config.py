@@ -42,7 +42,7 @@ def _fail(key: str, value, allowed: str) -> None:
 
 
 def _validate_aug(aug: dict, data: dict) -> None:
-    for key in ("hflip", "mix_prob", "switch_prob"):
+    for key in ("hflip", "mix_prob", "switch_prob", "channel_shuffle"):
         if not 0 <= aug.get(key, 0) <= 1:
             _fail(f"aug.{key}", aug[key], "is a probability: must be in [0, 1]")
     for key in ("mixup", "cutmix", "crop_padding", "affine_degrees", "affine_translate", "cutout"):
@@ -79,6 +79,10 @@ def validate_config(cfg: DictConfig) -> dict:
     for key in ("embed_dim", "depth", "num_heads"):
         if model[key] < 1:
             _fail(f"model.{key}", model[key], "must be >= 1")
+    if model["split_heads"] and (model["in_chans"] != 3 or model["num_heads"] % 4):
+        _fail("model.split_heads", True, "needs RGB input and model.num_heads divisible by 4 "
+              f"(3 colour groups + 1 shared); got in_chans={model['in_chans']}, "
+              f"num_heads={model['num_heads']}")
     if model["temperature"] <= 0:
         _fail("model.temperature", model["temperature"], "must be > 0")
     if model["top_k"] is not None and model["top_k"] < 1:

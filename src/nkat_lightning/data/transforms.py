@@ -36,6 +36,8 @@ def build_train_transform(aug: dict, data) -> v2.Compose:
             ops.append(v2.RandomCrop(data.img_size, padding=aug["crop_padding"]))
         if aug.get("hflip", 0):
             ops.append(v2.RandomHorizontalFlip(p=aug["hflip"]))
+        if aug.get("channel_shuffle", 0) and data.in_chans == 3:
+            ops.append(v2.RandomApply([v2.RandomChannelPermutation()], p=aug["channel_shuffle"]))
     elif aug.get("affine_degrees", 0) or aug.get("affine_translate", 0):
         translate = aug.get("affine_translate", 0.0)
         ops.append(

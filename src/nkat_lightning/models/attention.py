@@ -12,8 +12,32 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils import parametrize
 
 FILTER_MODES = ("always", "train")
+COLOUR_GROUPS = 4  # split heads: one group per RGB channel plus one shared group
+
+
+def colour_group_mask(out_features: int, in_features: int, in_groups: int) -> torch.Tensor:
+    """(out, in) 0/1 mask: outputs split into the 4 colour groups, inputs into ``in_groups``
+    (3 colour channels, or the 4 feature groups); output group g < 3 sees only input group g,
+    the shared output group sees every input."""
+    block = torch.zeros(COLOUR_GROUPS, in_groups)
+    block[torch.arange(3), torch.arange(3)] = 1
+    block[3] = 1
+    rows = block.repeat_interleave(out_features // COLOUR_GROUPS, 0)
+    return rows.repeat_interleave(in_features // in_groups, 1)
+
+
+class MaskedWeight(nn.Module):
+    """Parametrization (``torch.nn.utils.parametrize``) that keeps masked weights at zero."""
+
+    def __init__(self, mask: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("mask", mask, persistent=False)
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        return weight * self.mask.reshape(self.mask.shape + (1,) * (weight.ndim - 2))
 
 
 def nucleus_topk_mask(logits: torch.Tensor, top_k: int | None, top_p: float | None) -> torch.Tensor:
@@ -46,6 +70,9 @@ class NKATAttention(nn.Module):
       attention input, attention weights are multiplied by ``(1 + c * theta)`` along each query
       row. Because that factor is constant along a row it equals scaling the attention output,
       so the fused ``scaled_dot_product_attention`` path serves every case without filters.
+    - ``split_heads``: the heads form 4 equal groups, one per RGB channel and one shared; the
+      q/k/v of a colour group are computed only from that group's slice of the features (the
+      embedding puts each colour channel into its own slice), the shared group sees all.
     """
 
     def __init__(
@@ -66,12 +93,15 @@ class NKATAttention(nn.Module):
         filter_mode: str = "always",
         nkat_strength: float = 0.0,
         nkat_decay: float = 1.0,
+        split_heads: bool = False,
         layer_index: int = 0,
         **_: object,
     ) -> None:
         super().__init__()
         if dim % num_heads:
             raise ValueError(f"embed_dim={dim} is not divisible by num_heads={num_heads}")
+        if split_heads and num_heads % COLOUR_GROUPS:
+            raise ValueError(f"split heads need num_heads divisible by 4, got {num_heads}")
         if filter_mode not in FILTER_MODES:
             raise ValueError(f"filter_mode={filter_mode!r}; allowed: {', '.join(FILTER_MODES)}")
         self.num_heads = num_heads
@@ -99,6 +129,9 @@ class NKATAttention(nn.Module):
         if nkat_strength:
             self.alpha = nn.Parameter(torch.tensor(0.1))
             self.beta = nn.Parameter(torch.tensor(0.05))
+        if split_heads:  # q, k and v rows each split into the colour groups
+            mask = colour_group_mask(dim, dim, COLOUR_GROUPS).repeat(3, 1)
+            parametrize.register_parametrization(self.qkv, "weight", MaskedWeight(mask))
         self.keep_attention_map = False
         self.attention_map: torch.Tensor | None = None
 

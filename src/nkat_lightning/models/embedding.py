@@ -6,6 +6,9 @@ from __future__ import annotations
 from timm.layers import ConvNormAct, LayerNorm2d
 from timm.models.vision_transformer_hybrid import HybridEmbed
 from torch import nn
+from torch.nn.utils import parametrize
+
+from nkat_lightning.models.attention import MaskedWeight, colour_group_mask
 
 # Each stem: list of (out_channels, stride) 3x3 conv + BatchNorm + GELU layers (seed notes).
 CONV_STEMS: dict[str, list[tuple[int, int]]] = {
@@ -49,7 +52,8 @@ class NKATEmbed(HybridEmbed):
 
     Built with the keywords timm's ``VisionTransformer`` passes to ``embed_layer``. Colour-wise
     LayerNorm (timm's ``LayerNorm2d``) normalises the channels at every pixel, absorbing
-    per-channel statistics of RGB input.
+    per-channel statistics of RGB input. ``split_colours`` (split-head attention, RGB, no conv
+    stem) projects each colour channel into its own quarter of the features.
     """
 
     def __init__(
@@ -60,6 +64,7 @@ class NKATEmbed(HybridEmbed):
         embed_dim: int = 192,
         conv_stem: str = "off",
         color_norm: bool = False,
+        split_colours: bool = False,
         **kwargs: object,
     ) -> None:
         stem, _ = build_conv_stem(conv_stem, in_chans)
@@ -72,3 +77,7 @@ class NKATEmbed(HybridEmbed):
             embed_dim=embed_dim,
             **kwargs,
         )
+        if split_colours and conv_stem == "off" and in_chans == 3:
+            # embedding slice g < 3 sees only colour channel g; the shared slice sees all three
+            mask = colour_group_mask(embed_dim, 3, in_groups=3)
+            parametrize.register_parametrization(self.proj, "weight", MaskedWeight(mask))

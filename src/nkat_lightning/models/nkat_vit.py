@@ -58,6 +58,7 @@ class NKATViT(VisionTransformer):
         filter_mode: str = "always",
         nkat_strength: float = 0.0,
         nkat_decay: float = 1.0,
+        split_heads: bool = False,
     ) -> None:
         check_patch_grid(img_size, conv_stem, patch_size)
         if color_norm == "auto":
@@ -70,6 +71,7 @@ class NKATViT(VisionTransformer):
             filter_mode=filter_mode,
             nkat_strength=nkat_strength,
             nkat_decay=nkat_decay,
+            split_heads=split_heads,
         )
         super().__init__(
             img_size=img_size,
@@ -84,7 +86,8 @@ class NKATViT(VisionTransformer):
             pos_drop_rate=dropout_embed,
             drop_path_rate=drop_path,
             embed_layer=functools.partial(
-                NKATEmbed, conv_stem=conv_stem, color_norm=bool(color_norm)
+                NKATEmbed, conv_stem=conv_stem, color_norm=bool(color_norm),
+                split_colours=split_heads,
             ),
             attn_layer=attention,
         )
