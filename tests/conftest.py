@@ -5,7 +5,7 @@ import pytest
 import torch
 from torchvision.datasets import cifar
 
-from synthetic_data import write_all
+from nkat_lightning.data.synthetic import write_all
 
 os.environ.setdefault("WANDB_MODE", "offline")
 torch.set_num_threads(min(2, torch.get_num_threads()))

@@ -12,9 +12,9 @@ from nkat_lightning.data import (
     FashionMNISTDataModule,
     MNISTDataModule,
 )
+from nkat_lightning.data.synthetic import write_mnist_like
 from nkat_lightning.errors import DataNotFoundError
 from nkat_lightning.runner import build
-from synthetic_data import write_mnist_like
 
 EXPECTED = {  # data option -> (class, channels, size, classes)
     "mnist": (MNISTDataModule, 1, 28, 10),
@@ -60,7 +60,7 @@ def test_split_is_reproducible_and_seeded(synthetic_root, tmp_path):
 
 
 def test_eval_transform_has_no_augmentation(synthetic_root, tmp_path):
-    dm = make_datamodule("cifar10", synthetic_root, tmp_path)
+    dm = make_datamodule("cifar10", synthetic_root, tmp_path, "aug=basic")
     dm.setup("fit")
     first = [dm.val_set[0][0] for _ in range(3)]
     assert all(torch.equal(first[0], other) for other in first)

@@ -6,7 +6,10 @@ import hashlib
 import re
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from nkat_lightning.data.emnist import emnist_num_classes
 from nkat_lightning.errors import ConfigError
@@ -35,6 +38,25 @@ def register_resolvers() -> None:
 
 
 register_resolvers()
+
+
+def compose_train_config(
+    overrides: list[str], output_dir: Path, data_root: Path | None = None
+) -> DictConfig:
+    """The train config as ``@hydra.main`` would give it, for use from Python (tests,
+    benchmarks): Hydra's runtime fields are set and the run writes into ``output_dir``."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONFIG_DIR):
+        cfg = compose("train", overrides=overrides, return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(output_dir / "run")
+        cfg.paths.log_dir = str(output_dir / "logs")
+        cfg.paths.root_dir = str(output_dir)
+        if data_root is not None:
+            cfg.paths.data_dir = str(data_root)
+        del cfg.hydra
+    return cfg
 
 
 def _fail(key: str, value, allowed: str) -> None:

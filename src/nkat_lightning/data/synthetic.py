@@ -1,4 +1,4 @@
-"""Tiny data sets written in each data set's native on-disk format, so torchvision's own
+"""Small synthetic data sets in each data set's native on-disk format, so torchvision's own
 loaders read them. Each class draws a bright square at its own position, so a model can learn."""
 
 from __future__ import annotations
