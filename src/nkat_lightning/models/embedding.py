@@ -18,14 +18,6 @@ CONV_STEMS: dict[str, list[tuple[int, int]]] = {
 }
 
 
-def stem_reduction(conv_stem: str) -> int:
-    """Factor by which a stem shrinks each side of the image."""
-    reduction = 1
-    for _, stride in CONV_STEMS[conv_stem]:
-        reduction *= stride
-    return reduction
-
-
 def stem_output_size(img_size: int, conv_stem: str) -> int:
     """Side of the stem's feature map (3x3 convs with padding 1)."""
     for _, stride in CONV_STEMS[conv_stem]:
