@@ -1,6 +1,7 @@
 """Training in-process on synthetic data: results, resume, checkpoints, eval."""
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -13,10 +14,13 @@ from nkat_lightning.train import objective, train
 RESULT_KEYS = {"data", "params", "lambda", "val_acc_best", "test_acc", "test_tpe"}
 
 
-@pytest.fixture
-def tiny_run(synthetic_root, tmp_path):
-    cfg = compose_train(["data=mnist", *TINY_MODEL, *FAST, "trainer.max_epochs=2"], tmp_path,
-                        data_root=synthetic_root)
+OVERRIDES = ["data=mnist", *TINY_MODEL, *FAST, "trainer.max_epochs=2"]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(synthetic_root, tmp_path_factory):
+    """One training run that every test here reads; tests that change a run use a copy."""
+    cfg = compose_train(OVERRIDES, tmp_path_factory.mktemp("tiny"), data_root=synthetic_root)
     return cfg, train(cfg)
 
 
@@ -49,11 +53,12 @@ def test_finished_run_is_not_trained_again(tiny_run):
     assert again == json.loads(json.dumps(results))
 
 
-def test_resume_continues_from_last_checkpoint(tiny_run):
+def test_resume_continues_from_last_checkpoint(tiny_run, synthetic_root, tmp_path):
     cfg, results = tiny_run
-    (Path(cfg.paths.output_dir) / "results.json").unlink()
-    cfg.trainer.max_epochs = 3
-    resumed = train(cfg)
+    shutil.copytree(cfg.paths.output_dir, tmp_path / "run")
+    (tmp_path / "run" / "results.json").unlink()
+    longer = compose_train([*OVERRIDES, "trainer.max_epochs=3"], tmp_path, data_root=synthetic_root)
+    resumed = train(longer)
     assert resumed["epochs"] == 3
     assert resumed["global_step"] == results["global_step"] * 3 // 2
 
