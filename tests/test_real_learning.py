@@ -15,8 +15,9 @@ def test_short_run_on_real_fashion_mnist_learns(tmp_path):
     assert (DEBIAN_FASHION_MNIST / "train-images-idx3-ubyte.gz").is_file(), (
         "install the real data first: apt-get install dataset-fashion-mnist")
     cfg = compose_train(
-        ["data=fashion_mnist", "aug=none", "trainer.max_epochs=1", "trainer.limit_train_batches=250",
-         "trainer.limit_val_batches=4", "trainer.accelerator=cpu", "trainer.devices=1",
+        ["data=fashion_mnist", "aug=none", "data.batch_size=64", "trainer.max_epochs=1",
+         "trainer.limit_train_batches=300", "trainer.limit_val_batches=4",
+         "trainer.limit_test_batches=4", "trainer.accelerator=cpu", "trainer.devices=1",
          "callbacks=minimal", "trainer.enable_progress_bar=false", "optim.warmup_epochs=0.1",
          "trainer.enable_model_summary=false"],
         tmp_path, data_root=tmp_path / "data")
