@@ -1,0 +1,101 @@
+"""The four-data-set scoreboard: per-data-set accuracy, lambda and local TPE, then Global TPE,
+Consistency and Robustness against the seed's targets, as JSON, markdown and a plot."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from nkat_lightning.metrics import global_scores, tpe  # noqa: E402
+from nkat_lightning.runner import write_json  # noqa: E402
+
+#: The seed notes' targets for the cross-data-set scores.
+TARGETS = {"global_tpe": 0.70, "consistency": 0.80, "robustness": 0.75}
+FILES = {"json": "scoreboard.json", "markdown": "scoreboard.md", "plot": "scoreboard.png"}
+
+
+def build_scoreboard(runs: dict[str, dict], data_sets: list[str]) -> dict:
+    """``runs`` maps each data set to ``{"status": "ok", **results}`` or
+    ``{"status": "failed", "reason": ...}``. The global scores are computed only when every
+    data set finished: an average over fewer sets would not be the score the seed defines."""
+    covered = [name for name in data_sets if runs[name]["status"] == "ok"]
+    failed = {name: runs[name]["reason"] for name in data_sets if runs[name]["status"] != "ok"}
+    per_data_set = {
+        name: {
+            "acc": runs[name]["test_acc"],
+            "params": runs[name]["params"],
+            "lambda": runs[name]["lambda"],
+            "tpe": tpe(runs[name]["test_acc"], runs[name]["lambda"]),
+            "run_dir": runs[name].get("run_dir"),
+        }
+        for name in covered
+    }
+    scores = None
+    if not failed:
+        values = global_scores({n: r["acc"] for n, r in per_data_set.items()},
+                               {n: r["lambda"] for n, r in per_data_set.items()})
+        scores = {key: {"value": values[key], "target": target, "ok": values[key] >= target}
+                  for key, target in TARGETS.items()}
+    return {"data_sets": data_sets, "covered": covered, "failed": failed,
+            "complete": not failed, "per_data_set": per_data_set, "scores": scores}
+
+
+def to_markdown(board: dict) -> str:
+    lines = ["| data set | test acc | params | lambda | local TPE |", "|---|---|---|---|---|"]
+    for name in board["data_sets"]:
+        row = board["per_data_set"].get(name)
+        if row is None:
+            lines.append(f"| {name} | failed | - | - | - |")
+        else:
+            lines.append(f"| {name} | {row['acc']:.4f} | {row['params']:,} | {row['lambda']:.4f} "
+                         f"| {row['tpe']:.3f} |")
+    lines.append("")
+    if board["scores"] is None:
+        lines.append(f"Global scores not computed: the scoreboard covers {len(board['covered'])} "
+                     f"of {len(board['data_sets'])} data sets ({', '.join(board['covered']) or 'none'}).")
+    else:
+        lines += ["| score | value | target | |", "|---|---|---|---|"]
+        for key, score in board["scores"].items():
+            verdict = "OK" if score["ok"] else "NG"
+            lines.append(f"| {key} | {score['value']:.3f} | >= {score['target']:.2f} | {verdict} |")
+    for name, reason in board["failed"].items():
+        lines += ["", f"{name} failed: {reason.splitlines()[0]}"]
+    return "\n".join(lines) + "\n"
+
+
+def plot(board: dict, path: Path) -> None:
+    """Accuracy against lambda per data set, over iso-lines of constant local TPE."""
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    rows = board["per_data_set"]
+    lams = [r["lambda"] for r in rows.values()] or [0.5]
+    lam_grid = np.geomspace(min(lams) / 3, max(lams) * 3, 200)
+    tpes = [r["tpe"] for r in rows.values()] or [1.0]
+    for level in np.unique(np.round(np.geomspace(min(tpes) / 2, max(tpes) * 2, 5), 1)):
+        ax.plot(lam_grid, level * np.log10(1 + lam_grid), color="0.8", lw=0.8, zorder=0)
+        ax.annotate(f"TPE {level:g}", (lam_grid[-1], min(level * np.log10(1 + lam_grid[-1]), 1.0)),
+                    fontsize=7, color="0.5", ha="right", va="bottom")
+    for name, row in rows.items():
+        ax.scatter(row["lambda"], row["acc"], s=40, label=f"{name} (TPE {row['tpe']:.2f})")
+    ax.set(xscale="log", ylim=(0, 1.02), xlabel="lambda = parameters / 1e6",
+           ylabel="test accuracy", title="Accuracy against size, per data set")
+    if board["failed"]:
+        ax.text(0.01, 0.01, "failed: " + ", ".join(board["failed"]), transform=ax.transAxes,
+                fontsize=8, color="tab:red")
+    ax.legend(fontsize=8, loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_scoreboard(board: dict, out_dir: Path) -> dict[str, Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {kind: out_dir / name for kind, name in FILES.items()}
+    write_json(paths["json"], board)
+    paths["markdown"].write_text(to_markdown(board))
+    plot(board, paths["plot"])
+    return paths

@@ -1,0 +1,98 @@
+"""Train and test one configuration on each data set in turn, then write the scoreboard.
+
+    python -m nkat_lightning.suite [overrides] [--data-sets mnist,cifar10] [--out DIR]
+
+Overrides apply to every data set; ``<data set>:<override>`` (e.g. ``cifar10:model.patch_size=4``
+or ``emnist:data.split=letters``) applies to one. Each data set trains in an ordinary run folder
+``<out>/<data set>/run``; running the same command again skips finished data sets and resumes an
+interrupted one from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import traceback
+from pathlib import Path
+
+from hydra.errors import HydraException
+from omegaconf.errors import OmegaConfBaseException
+
+from nkat_lightning.config import compose_train_config, run_name
+from nkat_lightning.errors import ConfigError, UserError
+from nkat_lightning.scoreboard import build_scoreboard, to_markdown, write_scoreboard
+from nkat_lightning.train import train
+
+DATA_SETS = ["mnist", "fashion_mnist", "emnist", "cifar10"]
+
+
+def overrides_for(name: str, overrides: list[str]) -> list[str]:
+    """The shared overrides plus those prefixed with ``<name>:``, then ``data=<name>``."""
+    chosen = []
+    for item in overrides:
+        prefix, sep, rest = item.partition(":")
+        if sep and prefix in DATA_SETS and "=" not in prefix:
+            if prefix == name:
+                chosen.append(rest)
+        else:
+            chosen.append(item)
+    return [f"data={name}", *chosen, "test_after_fit=true"]
+
+
+def run_one(name: str, overrides: list[str], out: Path, data_root: Path | None) -> dict:
+    """One data set's run; a failure becomes ``{"status": "failed", "reason": ...}``."""
+    try:
+        try:
+            cfg = compose_train_config(overrides_for(name, overrides), out / name, data_root)
+        except (HydraException, OmegaConfBaseException) as error:
+            raise ConfigError(str(error).splitlines()[0]) from None
+        return {"status": "ok", **train(cfg)}
+    except UserError as error:
+        return {"status": "failed", "reason": str(error)}
+    except Exception as error:  # a crash in one data set must not lose the others
+        (out / name).mkdir(parents=True, exist_ok=True)
+        (out / name / "error.txt").write_text(traceback.format_exc())
+        return {"status": "failed",
+                "reason": f"{type(error).__name__}: {error} (traceback in {out / name / 'error.txt'})"}
+
+
+def run_suite(overrides: list[str], out: Path, data_sets: list[str] = DATA_SETS,
+              data_root: Path | None = None) -> dict:
+    """Run every data set, write ``scoreboard.{json,md,png}`` into ``out``; return the board."""
+    if any(item.split("=")[0].lstrip("+~") == "data" for item in overrides):
+        raise ConfigError("the suite chooses the data set itself; pick them with --data-sets")
+    unknown = sorted(set(data_sets) - set(DATA_SETS))
+    if unknown:
+        raise ConfigError(f"unknown data set(s) {unknown}; choose from {DATA_SETS}")
+    runs = {}
+    for index, name in enumerate(data_sets, 1):
+        print(f"suite [{index}/{len(data_sets)}] {name}", flush=True)
+        runs[name] = run_one(name, overrides, out, data_root)
+        if runs[name]["status"] != "ok":
+            print(f"suite: {name} failed: {runs[name]['reason'].splitlines()[0]}", file=sys.stderr)
+    board = build_scoreboard(runs, data_sets)
+    paths = write_scoreboard(board, out)
+    print(to_markdown(board))
+    print("scoreboard: " + ", ".join(str(p) for p in paths.values()))
+    return board
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("overrides", nargs="*", help="config overrides, e.g. model.depth=6")
+    parser.add_argument("--data-sets", default=",".join(DATA_SETS),
+                        help="comma-separated data sets (default: all four)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="suite folder (default: logs/suite/<overrides>)")
+    args = parser.parse_args(argv)
+    out = args.out or Path("logs") / "suite" / run_name(",".join(args.overrides))
+    try:
+        board = run_suite(args.overrides, out, [d for d in args.data_sets.split(",") if d])
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+    sys.exit(0 if board["complete"] else 1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,61 @@
+"""The four-data-set suite and its scoreboard."""
+
+import json
+
+import pytest
+
+from helpers import FAST, TINY_MODEL
+from nkat_lightning.errors import ConfigError
+from nkat_lightning.scoreboard import build_scoreboard, to_markdown
+from nkat_lightning.suite import main, overrides_for, run_suite
+
+
+def test_per_data_set_overrides_reach_only_their_data_set():
+    overrides = ["model.depth=2", "cifar10:model.patch_size=4", "emnist:data.split=letters"]
+    assert overrides_for("cifar10", overrides) == [
+        "data=cifar10", "model.depth=2", "model.patch_size=4", "test_after_fit=true"]
+    assert overrides_for("mnist", overrides) == ["data=mnist", "model.depth=2", "test_after_fit=true"]
+
+
+def test_global_scores_only_over_every_data_set():
+    ok = {"status": "ok", "test_acc": 0.9, "params": 500_000, "lambda": 0.5, "run_dir": "r"}
+    board = build_scoreboard({"mnist": ok, "cifar10": {**ok, "test_acc": 0.5}}, ["mnist", "cifar10"])
+    scores = board["scores"]  # same lambda: TPE ratios are accuracy ratios, mean acc 0.7
+    assert board["complete"] and scores["robustness"]["value"] == pytest.approx(0.5 / 0.7)
+    assert scores["consistency"]["value"] == pytest.approx(1 - 0.2 / 0.7)
+    assert (scores["robustness"]["ok"], scores["consistency"]["ok"]) == (False, False)
+    partial = build_scoreboard({"mnist": ok, "cifar10": {"status": "failed", "reason": "no data"}},
+                               ["mnist", "cifar10"])
+    assert partial["scores"] is None and partial["covered"] == ["mnist"]
+    assert "covers 1 of 2 data sets" in to_markdown(partial)
+    assert "cifar10 failed: no data" in to_markdown(partial)
+
+
+def test_the_suite_picks_data_sets_itself(tmp_path, capsys):
+    with pytest.raises(ConfigError, match="--data-sets"):
+        run_suite(["data=mnist"], tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--data-sets", "mnist,svhn", "--out", str(tmp_path)])
+    assert exit_info.value.code == 2 and "svhn" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_suite_reports_a_missing_data_set_then_resumes_to_a_full_scoreboard(synthetic_root, tmp_path):
+    shared = [*TINY_MODEL, *FAST]
+    missing = ["cifar10:data.root=" + str(tmp_path / "nowhere"), "cifar10:data.offline_dirs=[]",
+               "cifar10:data.download=false"]
+    board = run_suite([*shared, *missing], tmp_path / "suite", data_root=synthetic_root)
+    assert board["covered"] == ["mnist", "fashion_mnist", "emnist"] and board["scores"] is None
+    assert "not available" in board["failed"]["cifar10"]
+    first = {d: (tmp_path / "suite" / d / "run" / "results.json").stat().st_mtime_ns
+             for d in board["covered"]}
+
+    board = run_suite(shared, tmp_path / "suite", data_root=synthetic_root)
+    assert board["complete"] and set(board["scores"]) == {"global_tpe", "consistency", "robustness"}
+    for name, mtime in first.items():  # finished data sets are not trained again
+        assert (tmp_path / "suite" / name / "run" / "results.json").stat().st_mtime_ns == mtime
+    saved = json.loads((tmp_path / "suite" / "scoreboard.json").read_text())
+    cifar = json.loads((tmp_path / "suite" / "cifar10" / "run" / "results.json").read_text())
+    assert saved["per_data_set"]["cifar10"]["acc"] == cifar["test_acc"]
+    assert (tmp_path / "suite" / "scoreboard.png").stat().st_size > 0
+    assert "| global_tpe |" in (tmp_path / "suite" / "scoreboard.md").read_text()
