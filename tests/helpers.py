@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import sys
+
+from hydra.core.global_hydra import GlobalHydra
+
 from nkat_lightning.config import compose_train_config as compose_train  # noqa: F401
 
 TINY_MODEL = ["model.embed_dim=32", "model.depth=2", "model.num_heads=2"]
@@ -9,3 +13,10 @@ FAST = ["trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_
         "trainer.limit_test_batches=1", "trainer.accelerator=cpu", "trainer.devices=1",
         "data.num_workers=0", "data.batch_size=16", "data.val_size=32", "callbacks=minimal",
         "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]
+
+
+def run_hydra_main(monkeypatch, main, *args: str):
+    """``python -m <app> ARGS`` for a ``@hydra.main`` app, without a new interpreter."""
+    monkeypatch.setattr(sys, "argv", ["app", *args])
+    GlobalHydra.instance().clear()
+    return main()

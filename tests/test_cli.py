@@ -9,9 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from hydra.core.global_hydra import GlobalHydra
 
-from helpers import FAST, TINY_MODEL
+from helpers import FAST, TINY_MODEL, run_hydra_main
 from nkat_lightning import train as train_entry
 
 # Synthetic CIFAR-10 pickles cannot match the real MD5 sums: the test launcher skips that check.
@@ -26,13 +25,6 @@ def run(module: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "WANDB_MODE": "offline", "HYDRA_FULL_ERROR": "0"}
     return subprocess.run([sys.executable, "-c", LAUNCH, module, *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=900)
-
-
-def train_in_process(monkeypatch, *args: str):
-    """``python -m nkat_lightning.train ARGS`` without a new interpreter."""
-    monkeypatch.setattr(sys, "argv", ["nkat_lightning.train", *args])
-    GlobalHydra.instance().clear()
-    return train_entry.main()
 
 
 @pytest.mark.slow
@@ -64,8 +56,8 @@ def test_missing_data_prints_one_error_without_traceback(tmp_path):
 
 def test_bad_patch_size_fails_before_work(monkeypatch, capsys, tmp_path):
     with pytest.raises(SystemExit) as exit_info:
-        train_in_process(monkeypatch, "model.conv_stem=tiny", "data=mnist", "model.patch_size=2",
-                         f"hydra.run.dir={tmp_path / 'run'}")
+        run_hydra_main(monkeypatch, train_entry.main, "model.conv_stem=tiny", "data=mnist",
+                       "model.patch_size=2", f"hydra.run.dir={tmp_path / 'run'}")
     assert exit_info.value.code == 2
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "28-px" in errors[0]
@@ -74,11 +66,11 @@ def test_bad_patch_size_fails_before_work(monkeypatch, capsys, tmp_path):
 
 @pytest.mark.slow
 def test_optuna_sweep_runs_trials_and_reports_best(monkeypatch, synthetic_root, tmp_path):
-    train_in_process(monkeypatch, "-m", "hparams_search=fashion_mnist_optuna",
-                     "hydra.sweeper.n_trials=2", "data=mnist", f"paths.data_dir={synthetic_root}",
-                     *TINY_MODEL[:1], "model.depth=1", *FAST[:4], "data.val_size=32",
-                     "callbacks=minimal", "trainer.enable_progress_bar=false",
-                     f"hydra.sweep.dir={tmp_path / 'sweep'}")
+    run_hydra_main(monkeypatch, train_entry.main, "-m", "hparams_search=fashion_mnist_optuna",
+                   "hydra.sweeper.n_trials=2", "data=mnist", f"paths.data_dir={synthetic_root}",
+                   *TINY_MODEL[:1], "model.depth=1", *FAST[:4], "data.val_size=32",
+                   "callbacks=minimal", "trainer.enable_progress_bar=false",
+                   f"hydra.sweep.dir={tmp_path / 'sweep'}")
     best = (tmp_path / "sweep" / "optimization_results.yaml").read_text()
     assert "best_value" in best and "optim.lr" in best
     assert len(list((tmp_path / "sweep").glob("*/results.json"))) == 2

@@ -31,8 +31,15 @@ def run_name(override_dirname: str) -> str:
     return name
 
 
+def sqlite_url(path: str) -> str:
+    """Optuna storage URL of an SQLite file; creates its folder, which SQLite does not."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{Path(path).resolve()}"
+
+
 def register_resolvers() -> None:
-    for name, fn in {"run_name": run_name, "emnist_classes": emnist_num_classes}.items():
+    resolvers = {"run_name": run_name, "emnist_classes": emnist_num_classes, "sqlite_url": sqlite_url}
+    for name, fn in resolvers.items():
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_resolver(name, fn)
 
@@ -43,18 +50,19 @@ register_resolvers()
 def compose_train_config(
     overrides: list[str], output_dir: Path, data_root: Path | None = None
 ) -> DictConfig:
-    """The train config as ``@hydra.main`` would give it, for use from Python (tests,
-    benchmarks): Hydra's runtime fields are set and the run writes into ``output_dir``."""
+    """The train config as ``@hydra.main`` would give it, for use from Python (suite, tests,
+    benchmarks): Hydra's runtime fields are set and the run writes into ``output_dir``; data
+    stays where the composed config puts it unless ``data_root`` says otherwise."""
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=CONFIG_DIR):
         cfg = compose("train", overrides=overrides, return_hydra_config=True)
     HydraConfig.instance().set_config(cfg)
     with open_dict(cfg):
+        data_dir = str(data_root) if data_root is not None else cfg.paths.data_dir  # as composed
         cfg.paths.output_dir = str(output_dir / "run")
         cfg.paths.log_dir = str(output_dir / "logs")
         cfg.paths.root_dir = str(output_dir)
-        if data_root is not None:
-            cfg.paths.data_dir = str(data_root)
+        cfg.paths.data_dir = data_dir
         del cfg.hydra
     return cfg
 

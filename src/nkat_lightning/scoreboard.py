@@ -19,12 +19,14 @@ TARGETS = {"global_tpe": 0.70, "consistency": 0.80, "robustness": 0.75}
 FILES = {"json": "scoreboard.json", "markdown": "scoreboard.md", "plot": "scoreboard.png"}
 
 
-def build_scoreboard(runs: dict[str, dict], data_sets: list[str]) -> dict:
-    """``runs`` maps each data set to ``{"status": "ok", **results}`` or
-    ``{"status": "failed", "reason": ...}``. The global scores are computed only when every
-    data set finished: an average over fewer sets would not be the score the seed defines."""
+def build_scoreboard(runs: dict[str, dict], data_sets: list[str], filtered: dict | None = None) -> dict:
+    """``runs`` maps each data set to ``{"status": "ok", **results}``, ``{"status": "failed",
+    "reason": ...}`` or, after a ``filtered`` gate, ``{"status": "skipped"}``. The global scores
+    are computed only when every data set finished: an average over fewer sets would not be
+    the score the seed defines."""
     covered = [name for name in data_sets if runs[name]["status"] == "ok"]
-    failed = {name: runs[name]["reason"] for name in data_sets if runs[name]["status"] != "ok"}
+    failed = {name: runs[name]["reason"] for name in data_sets if runs[name]["status"] == "failed"}
+    skipped = [name for name in data_sets if runs[name]["status"] == "skipped"]
     per_data_set = {
         name: {
             "acc": runs[name]["test_acc"],
@@ -36,13 +38,14 @@ def build_scoreboard(runs: dict[str, dict], data_sets: list[str]) -> dict:
         for name in covered
     }
     scores = None
-    if not failed:
+    if len(covered) == len(data_sets):
         values = global_scores({n: r["acc"] for n, r in per_data_set.items()},
                                {n: r["lambda"] for n, r in per_data_set.items()})
         scores = {key: {"value": values[key], "target": target, "ok": values[key] >= target}
                   for key, target in TARGETS.items()}
-    return {"data_sets": data_sets, "covered": covered, "failed": failed,
-            "complete": not failed, "per_data_set": per_data_set, "scores": scores}
+    return {"data_sets": data_sets, "covered": covered, "failed": failed, "skipped": skipped,
+            "filtered": filtered, "complete": scores is not None, "per_data_set": per_data_set,
+            "scores": scores}
 
 
 def to_markdown(board: dict) -> str:
@@ -50,7 +53,8 @@ def to_markdown(board: dict) -> str:
     for name in board["data_sets"]:
         row = board["per_data_set"].get(name)
         if row is None:
-            lines.append(f"| {name} | failed | - | - | - |")
+            state = "skipped" if name in board["skipped"] else "failed"
+            lines.append(f"| {name} | {state} | - | - | - |")
         else:
             lines.append(f"| {name} | {row['acc']:.4f} | {row['params']:,} | {row['lambda']:.4f} "
                          f"| {row['tpe']:.3f} |")
@@ -63,6 +67,10 @@ def to_markdown(board: dict) -> str:
         for key, score in board["scores"].items():
             verdict = "OK" if score["ok"] else "NG"
             lines.append(f"| {key} | {score['value']:.3f} | >= {score['target']:.2f} | {verdict} |")
+    if board["filtered"]:
+        gate = board["filtered"]
+        lines += ["", f"FILTERED: {gate['data_set']} local TPE {gate['local_tpe']:.3f} < gate "
+                      f"{gate['gate']:.2f}; the other data sets were not run."]
     for name, reason in board["failed"].items():
         lines += ["", f"{name} failed: {reason.splitlines()[0]}"]
     return "\n".join(lines) + "\n"
@@ -86,7 +94,8 @@ def plot(board: dict, path: Path) -> None:
     if board["failed"]:
         ax.text(0.01, 0.01, "failed: " + ", ".join(board["failed"]), transform=ax.transAxes,
                 fontsize=8, color="tab:red")
-    ax.legend(fontsize=8, loc="upper left")
+    if rows:
+        ax.legend(fontsize=8, loc="upper left")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

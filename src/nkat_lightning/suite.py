@@ -20,6 +20,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from nkat_lightning.config import compose_train_config, run_name
 from nkat_lightning.errors import ConfigError, UserError
+from nkat_lightning.metrics import tpe
 from nkat_lightning.scoreboard import build_scoreboard, to_markdown, write_scoreboard
 from nkat_lightning.train import train
 
@@ -57,20 +58,30 @@ def run_one(name: str, overrides: list[str], out: Path, data_root: Path | None) 
 
 
 def run_suite(overrides: list[str], out: Path, data_sets: list[str] = DATA_SETS,
-              data_root: Path | None = None) -> dict:
-    """Run every data set, write ``scoreboard.{json,md,png}`` into ``out``; return the board."""
+              data_root: Path | None = None, gate: float | None = None) -> dict:
+    """Run every data set, write ``scoreboard.{json,md,png}`` into ``out``; return the board.
+
+    With ``gate``, the first data set's local TPE must reach it or the rest is skipped and the
+    board says FILTERED (the seed's two-stage selective objective)."""
     if any(item.split("=")[0].lstrip("+~") == "data" for item in overrides):
         raise ConfigError("the suite chooses the data set itself; pick them with --data-sets")
     unknown = sorted(set(data_sets) - set(DATA_SETS))
     if unknown:
         raise ConfigError(f"unknown data set(s) {unknown}; choose from {DATA_SETS}")
-    runs = {}
+    runs, filtered = {}, None
     for index, name in enumerate(data_sets, 1):
+        if filtered:
+            runs[name] = {"status": "skipped"}
+            continue
         print(f"suite [{index}/{len(data_sets)}] {name}", flush=True)
         runs[name] = run_one(name, overrides, out, data_root)
         if runs[name]["status"] != "ok":
             print(f"suite: {name} failed: {runs[name]['reason'].splitlines()[0]}", file=sys.stderr)
-    board = build_scoreboard(runs, data_sets)
+        elif gate is not None and index == 1:
+            local = tpe(runs[name]["test_acc"], runs[name]["lambda"])
+            if local < gate:
+                filtered = {"data_set": name, "local_tpe": local, "gate": gate}
+    board = build_scoreboard(runs, data_sets, filtered)
     paths = write_scoreboard(board, out)
     print(to_markdown(board))
     print("scoreboard: " + ", ".join(str(p) for p in paths.values()))

@@ -1,0 +1,35 @@
+"""The seed's two-stage selective sweep, through the Optuna Hydra sweeper."""
+
+from pathlib import Path
+
+import optuna
+import pytest
+
+from helpers import FAST, run_hydra_main
+from nkat_lightning import selective
+from nkat_lightning.selective import suite_overrides
+
+TEST_CONF = Path(__file__).parent / "conf"
+
+
+def test_patch_size_goes_to_the_gate_data_set_only():
+    task = ["hparams_search=stage2_selective", "model.patch_size=2", "model.depth=5", "data=mnist"]
+    assert suite_overrides(task, "cifar10") == ["cifar10:model.patch_size=2", "model.depth=5"]
+
+
+@pytest.mark.slow
+def test_sweep_records_a_passed_a_filtered_and_a_failed_trial(monkeypatch, synthetic_root, tmp_path):
+    sweep = tmp_path / "sweep"
+    run_hydra_main(monkeypatch, selective.main, "-m", f"hydra.searchpath=[file://{TEST_CONF}]",
+                   "hparams_search=selective_grid", "model.depth=1", "model.num_heads=4", *FAST,
+                   f"paths.data_dir={synthetic_root}", f"hydra.sweep.dir={sweep}")
+    study = optuna.load_study(study_name="selective_grid", storage=f"sqlite:///{sweep / 'optuna.db'}")
+    trials = {t.params["model.embed_dim"]: t for t in study.trials}
+    passed, filtered, failed = trials[8], trials[256], trials[6]
+    assert passed.state == optuna.trial.TrialState.COMPLETE and passed.value > 5
+    assert filtered.state == optuna.trial.TrialState.FAIL
+    assert filtered.user_attrs["filtered"].startswith("FILTERED: cifar10 local TPE")
+    assert failed.state == optuna.trial.TrialState.FAIL and "filtered" not in failed.user_attrs
+    boards = {p.parent.name: p.read_text() for p in sweep.glob("*/scoreboard.md")}
+    assert sum("FILTERED" in b for b in boards.values()) == 1
+    assert sum("| global_tpe |" in b for b in boards.values()) == 1
