@@ -6,7 +6,7 @@ import optuna
 import pytest
 
 from helpers import FAST, run_hydra_main
-from nkat_lightning import selective
+from nkat_lightning import report, selective
 from nkat_lightning.selective import suite_overrides
 
 TEST_CONF = Path(__file__).parent / "conf"
@@ -30,6 +30,20 @@ def test_sweep_records_a_passed_a_filtered_and_a_failed_trial(monkeypatch, synth
     assert filtered.state == optuna.trial.TrialState.FAIL
     assert filtered.user_attrs["filtered"].startswith("FILTERED: cifar10 local TPE")
     assert failed.state == optuna.trial.TrialState.FAIL and "filtered" not in failed.user_attrs
+    assert "model.embed_dim" in failed.user_attrs["failed"]  # the config error, per data set
     boards = {p.parent.name: p.read_text() for p in sweep.glob("*/scoreboard.md")}
     assert sum("FILTERED" in b for b in boards.values()) == 1
     assert sum("| global_tpe |" in b for b in boards.values()) == 1
+
+    report.main([str(sweep)])
+    text = (sweep / "report.md").read_text()
+    assert "3 trials (maximize): 1 COMPLETE, 1 FAIL, 1 FILTERED" in text
+    assert f"- #{passed.number}: value {passed.value:.4g}" in text
+    assert f"| {filtered.number} | FILTERED | - | 256 | FILTERED: cifar10 local TPE" in text
+    assert (sweep / "history.png").is_file() and "![optimisation history](history.png)" in text
+
+
+def test_report_needs_a_study(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        report.main([str(tmp_path)])
+    assert exit_info.value.code == 2 and "optuna.db" in capsys.readouterr().err

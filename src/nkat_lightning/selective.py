@@ -43,9 +43,9 @@ def suite_overrides(task_overrides: list[str], gate_data_set: str) -> list[str]:
     return overrides
 
 
-def mark_filtered(reason: str) -> None:
-    """Set the user attribute ``filtered`` on this job's Optuna trial, found among the running
-    trials by its parameters, so that every reader of the study storage sees it."""
+def mark_trial(key: str, reason: str) -> None:
+    """Set a user attribute (``filtered`` or ``failed``) on this job's Optuna trial, found among
+    the running trials by its parameters, so that every reader of the study storage sees it."""
     hydra_cfg = HydraConfig.get()
     storage_url = hydra_cfg.sweeper.get("storage")
     if not storage_url:
@@ -57,7 +57,7 @@ def mark_filtered(reason: str) -> None:
                                         states=(optuna.trial.TrialState.RUNNING,)):
         if {f"{key}={value}" for key, value in trial.params.items()} <= overrides:
             trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
-            storage.set_trial_user_attr(trial_id, "filtered", reason)
+            storage.set_trial_user_attr(trial_id, key, reason)
 
 
 @contextmanager
@@ -83,11 +83,12 @@ def selective_objective(cfg: DictConfig) -> float:
         gate = board["filtered"]
         reason = (f"FILTERED: {gate['data_set']} local TPE {gate['local_tpe']:.3f} < gate "
                   f"{gate['gate']}")
-        mark_filtered(reason)
+        mark_trial("filtered", reason)
         raise TrialFiltered(reason)
     if not board["complete"]:
-        raise UserError("; ".join(f"{name}: {why.splitlines()[0]}"
-                                  for name, why in board["failed"].items()))
+        reason = "; ".join(f"{name}: {why.splitlines()[0]}" for name, why in board["failed"].items())
+        mark_trial("failed", reason)
+        raise UserError(reason)
     return board["scores"]["global_tpe"]["value"]
 
 
