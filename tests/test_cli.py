@@ -63,14 +63,3 @@ def test_bad_patch_size_fails_before_work(monkeypatch, capsys, tmp_path):
     assert len(errors) == 1 and "28-px" in errors[0]
     assert not (tmp_path / "run" / "checkpoints").exists()
 
-
-@pytest.mark.slow
-def test_optuna_sweep_runs_trials_and_reports_best(monkeypatch, synthetic_root, tmp_path):
-    run_hydra_main(monkeypatch, train_entry.main, "-m", "hparams_search=fashion_mnist_optuna",
-                   "hydra.sweeper.n_trials=2", "data=mnist", f"paths.data_dir={synthetic_root}",
-                   *TINY_MODEL[:1], "model.depth=1", *FAST[:4], "data.val_size=32",
-                   "callbacks=minimal", "trainer.enable_progress_bar=false",
-                   f"hydra.sweep.dir={tmp_path / 'sweep'}")
-    best = (tmp_path / "sweep" / "optimization_results.yaml").read_text()
-    assert "best_value" in best and "optim.lr" in best
-    assert len(list((tmp_path / "sweep").glob("*/results.json"))) == 2

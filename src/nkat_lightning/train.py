@@ -126,10 +126,13 @@ def gate_verdict(results: dict, metric: str, threshold: float) -> dict:
             "passed": value is not None and value >= threshold}
 
 
-def objective(results: dict, metric_name: str | None) -> float | None:
-    """The value a sweeper optimises: ``optimized_metric`` from the run's metrics."""
+def objective(results: dict, metric_name) -> float | list[float] | None:
+    """The value a sweeper optimises: ``optimized_metric`` from the run's metrics; a list of
+    names (a multi-objective sweep) gives a list of values."""
     if not metric_name:
         return None
+    if not isinstance(metric_name, str):
+        return [objective(results, name) for name in metric_name]
     if metric_name not in results["metrics"]:
         available = ", ".join(sorted(results["metrics"]))
         raise ConfigError(
@@ -140,7 +143,7 @@ def objective(results: dict, metric_name: str | None) -> float | None:
 
 @hydra.main(config_path=CONFIG_DIR, config_name="train")
 @report_user_errors
-def main(cfg: DictConfig) -> float | None:
+def main(cfg: DictConfig) -> float | list[float] | None:
     return objective(train(cfg), cfg.get("optimized_metric"))
 
 

@@ -1,12 +1,14 @@
-"""The seed's two-stage selective sweep, through the Optuna Hydra sweeper."""
+"""Sweeps through the Optuna Hydra sweeper: the seed's two-stage selective search, the
+Pareto search, and the report on a sweep."""
 
 from pathlib import Path
 
 import optuna
 import pytest
 
-from helpers import FAST, run_hydra_main
+from helpers import FAST, TINY_MODEL, run_hydra_main
 from nkat_lightning import report, selective
+from nkat_lightning import train as train_entry
 from nkat_lightning.selective import suite_overrides
 
 TEST_CONF = Path(__file__).parent / "conf"
@@ -47,3 +49,38 @@ def test_report_needs_a_study(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         report.main([str(tmp_path)])
     assert exit_info.value.code == 2 and "optuna.db" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_pareto_sweep_reports_its_front(monkeypatch, synthetic_root, tmp_path):
+    sweep = tmp_path / "sweep"
+    run_hydra_main(monkeypatch, train_entry.main, "-m", "hparams_search=pareto",
+                   "hydra.sweeper.n_trials=2", "data=mnist", "model.depth=1", *FAST,
+                   f"paths.data_dir={synthetic_root}", f"hydra.sweep.dir={sweep}")
+    study = optuna.load_study(study_name="pareto_mnist", storage=f"sqlite:///{sweep / 'optuna.db'}")
+    assert [d.name for d in study.directions] == ["MAXIMIZE", "MINIMIZE"]
+    assert all(t.values[1] > 1000 for t in study.trials)  # the parameter count, not a proxy
+    assert "solutions" in (sweep / "optimization_results.yaml").read_text()
+    report.main([str(sweep)])
+    assert (sweep / "pareto.png").is_file()
+    assert "2 trials (maximize, minimize): 2 COMPLETE" in (sweep / "report.md").read_text()
+
+
+@pytest.mark.slow
+def test_sweep_continues_its_study_and_reuses_finished_trials(monkeypatch, synthetic_root, tmp_path):
+    sweep = tmp_path / "sweep"
+    args = ["-m", "hparams_search=compact", "hydra.sweeper.n_trials=2", "data=mnist",
+            f"paths.data_dir={synthetic_root}", *TINY_MODEL[:1], "model.depth=1", *FAST,
+            f"hydra.sweep.dir={sweep}"]
+    run_hydra_main(monkeypatch, train_entry.main, *args)
+    best = (sweep / "optimization_results.yaml").read_text()
+    assert "best_value" in best and "optim.lr" in best
+    assert len(list(sweep.glob("*/results.json"))) == 2
+
+    run_hydra_main(monkeypatch, train_entry.main, *args)  # the same command again
+    study = optuna.load_study(study_name="compact_mnist", storage=f"sqlite:///{sweep / 'optuna.db'}")
+    first, again = study.trials[:2], study.trials[2:]
+    assert len(again) == 2  # n_trials more, seeded: the start-up trials are proposed again
+    assert [t.params for t in again] == [t.params for t in first]
+    assert [t.value for t in again] == [t.value for t in first]
+    assert len(list(sweep.glob("*/results.json"))) == 2  # their runs were reused, not repeated
