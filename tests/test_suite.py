@@ -24,6 +24,7 @@ def test_global_scores_only_over_every_data_set():
     assert board["complete"] and scores["robustness"]["value"] == pytest.approx(0.5 / 0.7)
     assert scores["consistency"]["value"] == pytest.approx(1 - 0.2 / 0.7)
     assert (scores["robustness"]["ok"], scores["consistency"]["ok"]) == (False, False)
+    assert "Scores over 2 data set(s): mnist, cifar10." in to_markdown(board)
     partial = build_scoreboard({"mnist": ok, "cifar10": {"status": "failed", "reason": "no data"}},
                                ["mnist", "cifar10"])
     assert partial["scores"] is None and partial["covered"] == ["mnist"]

@@ -63,7 +63,9 @@ def to_markdown(board: dict) -> str:
         lines.append(f"Global scores not computed: the scoreboard covers {len(board['covered'])} "
                      f"of {len(board['data_sets'])} data sets ({', '.join(board['covered']) or 'none'}).")
     else:
-        lines += ["| score | value | target | |", "|---|---|---|---|"]
+        names = board["data_sets"]
+        lines += [f"Scores over {len(names)} data set(s): {', '.join(names)}.", "",
+                  "| score | value | target | |", "|---|---|---|---|"]
         for key, score in board["scores"].items():
             verdict = "OK" if score["ok"] else "NG"
             lines.append(f"| {key} | {score['value']:.3f} | >= {score['target']:.2f} | {verdict} |")
