@@ -29,7 +29,7 @@ def test_global_scores_only_over_every_data_set():
                                ["mnist", "cifar10"])
     assert partial["scores"] is None and partial["covered"] == ["mnist"]
     assert "covers 1 of 2 data sets" in to_markdown(partial)
-    assert "cifar10 failed: no data" in to_markdown(partial)
+    assert "cifar10 failed:\n\n    no data" in to_markdown(partial)
 
 
 def test_the_suite_picks_data_sets_itself(tmp_path, capsys):

@@ -74,7 +74,7 @@ def to_markdown(board: dict) -> str:
         lines += ["", f"FILTERED: {gate['data_set']} local TPE {gate['local_tpe']:.3f} < gate "
                       f"{gate['gate']:.2f}; the other data sets were not run."]
     for name, reason in board["failed"].items():
-        lines += ["", f"{name} failed: {reason.splitlines()[0]}"]
+        lines += ["", f"{name} failed:", "", *(f"    {line}" for line in reason.splitlines())]
     return "\n".join(lines) + "\n"
 
 

@@ -76,7 +76,7 @@ def run_suite(overrides: list[str], out: Path, data_sets: list[str] = DATA_SETS,
         print(f"suite [{index}/{len(data_sets)}] {name}", flush=True)
         runs[name] = run_one(name, overrides, out, data_root)
         if runs[name]["status"] != "ok":
-            print(f"suite: {name} failed: {runs[name]['reason'].splitlines()[0]}", file=sys.stderr)
+            print(f"suite: {name} failed: {runs[name]['reason']}", file=sys.stderr)
         elif gate is not None and index == 1:
             local = tpe(runs[name]["test_acc"], runs[name]["lambda"])
             if local < gate:
