@@ -6,6 +6,7 @@ import pytest
 
 from helpers import FAST, TINY_MODEL
 from nkat_lightning.errors import ConfigError
+from nkat_lightning.metrics import tpe
 from nkat_lightning.scoreboard import build_scoreboard, to_markdown
 from nkat_lightning.suite import main, overrides_for, run_suite
 
@@ -18,8 +19,10 @@ def test_per_data_set_overrides_reach_only_their_data_set():
 
 
 def test_global_scores_only_over_every_data_set():
-    ok = {"status": "ok", "test_acc": 0.9, "params": 500_000, "lambda": 0.5, "run_dir": "r"}
-    board = build_scoreboard({"mnist": ok, "cifar10": {**ok, "test_acc": 0.5}}, ["mnist", "cifar10"])
+    ok = {"status": "ok", "test_acc": 0.9, "test_tpe": tpe(0.9, 0.5), "params": 500_000,
+          "lambda": 0.5, "run_dir": "r"}
+    low = {**ok, "test_acc": 0.5, "test_tpe": tpe(0.5, 0.5)}
+    board = build_scoreboard({"mnist": ok, "cifar10": low}, ["mnist", "cifar10"])
     scores = board["scores"]  # same lambda: TPE ratios are accuracy ratios, mean acc 0.7
     assert board["complete"] and scores["robustness"]["value"] == pytest.approx(0.5 / 0.7)
     assert scores["consistency"]["value"] == pytest.approx(1 - 0.2 / 0.7)

@@ -11,7 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from nkat_lightning.metrics import global_scores, tpe  # noqa: E402
+from nkat_lightning.metrics import global_scores  # noqa: E402
 from nkat_lightning.runner import write_json  # noqa: E402
 
 #: The seed notes' targets for the cross-data-set scores.
@@ -32,7 +32,7 @@ def build_scoreboard(runs: dict[str, dict], data_sets: list[str], filtered: dict
             "acc": runs[name]["test_acc"],
             "params": runs[name]["params"],
             "lambda": runs[name]["lambda"],
-            "tpe": tpe(runs[name]["test_acc"], runs[name]["lambda"]),
+            "tpe": runs[name]["test_tpe"],
             "run_dir": runs[name].get("run_dir"),
         }
         for name in covered

@@ -20,7 +20,6 @@ from omegaconf.errors import OmegaConfBaseException
 
 from nkat_lightning.config import compose_train_config, run_name
 from nkat_lightning.errors import ConfigError, UserError
-from nkat_lightning.metrics import tpe
 from nkat_lightning.scoreboard import build_scoreboard, to_markdown, write_scoreboard
 from nkat_lightning.train import train
 
@@ -32,7 +31,7 @@ def overrides_for(name: str, overrides: list[str]) -> list[str]:
     chosen = []
     for item in overrides:
         prefix, sep, rest = item.partition(":")
-        if sep and prefix in DATA_SETS and "=" not in prefix:
+        if sep and prefix in DATA_SETS:
             if prefix == name:
                 chosen.append(rest)
         else:
@@ -77,10 +76,8 @@ def run_suite(overrides: list[str], out: Path, data_sets: list[str] = DATA_SETS,
         runs[name] = run_one(name, overrides, out, data_root)
         if runs[name]["status"] != "ok":
             print(f"suite: {name} failed: {runs[name]['reason']}", file=sys.stderr)
-        elif gate is not None and index == 1:
-            local = tpe(runs[name]["test_acc"], runs[name]["lambda"])
-            if local < gate:
-                filtered = {"data_set": name, "local_tpe": local, "gate": gate}
+        elif gate is not None and index == 1 and runs[name]["test_tpe"] < gate:
+            filtered = {"data_set": name, "local_tpe": runs[name]["test_tpe"], "gate": gate}
     board = build_scoreboard(runs, data_sets, filtered)
     paths = write_scoreboard(board, out)
     print(to_markdown(board))
