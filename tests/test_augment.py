@@ -10,13 +10,13 @@ from torchvision.transforms import v2
 
 from helpers import FAST, TINY_MODEL, compose_train
 from nkat_lightning.config import validate_config
-from nkat_lightning.data.transforms import build_train_transform
+from nkat_lightning.data.transforms import BatchTransform, PerImageRandAugment, build_image_transform
 from nkat_lightning.errors import ConfigError
 from nkat_lightning.module import NKATLitModule
 from nkat_lightning.train import train
 
-CIFAR = SimpleNamespace(natural_images=True, img_size=32, mean=(0.5,) * 3, std=(0.25,) * 3)
-GLYPH = SimpleNamespace(natural_images=False, img_size=28, mean=(0.5,), std=(0.25,))
+CIFAR = SimpleNamespace(natural_images=True, img_size=32, in_chans=3)
+GLYPH = SimpleNamespace(natural_images=False, img_size=28, in_chans=1)
 
 
 def aug_of(pack: str, tmp_path, *overrides: str) -> dict:
@@ -34,27 +34,34 @@ def test_strong_pack_holds_the_seed_values(tmp_path):
 
 
 def test_strong_on_natural_images(tmp_path):
-    ops = op_types(build_train_transform(aug_of("strong", tmp_path), CIFAR))
-    assert ops[:3] == [v2.RandomCrop, v2.RandomHorizontalFlip, v2.RandAugment]
-    assert ops[-1] is v2.RandomErasing
+    aug = aug_of("strong", tmp_path)
+    ops = op_types(build_image_transform(aug, CIFAR))
+    assert ops == [v2.RandomCrop, v2.RandomHorizontalFlip]
+    randaugment = BatchTransform(aug, (0.5,) * 3, (0.25,) * 3, 32).randaugment
+    assert (randaugment.num_ops, randaugment.magnitude) == (2, 9)
 
 
 def test_glyphs_are_never_flipped(tmp_path):
-    ops = op_types(build_train_transform(aug_of("strong", tmp_path), GLYPH))
+    ops = op_types(build_image_transform(aug_of("strong", tmp_path), GLYPH))
     assert v2.RandomHorizontalFlip not in ops and v2.RandomAffine in ops
 
 
 def test_knobs_switch_ops_off(tmp_path):
-    aug = aug_of("strong", tmp_path, "aug.randaugment.n=0", "aug.cutout=0")
-    ops = op_types(build_train_transform(aug, CIFAR))
-    assert v2.RandAugment not in ops and v2.RandomErasing not in ops
+    aug = aug_of("strong", tmp_path, "aug.randaugment.n=0", "aug.crop_padding=0")
+    ops = op_types(build_image_transform(aug, CIFAR))
+    assert ops == [v2.RandomHorizontalFlip]
+    assert BatchTransform(aug, (0.5,) * 3, (0.25,) * 3, 32).randaugment is None
+    assert build_image_transform(aug_of("none", tmp_path), CIFAR) is None
 
 
-def test_cutout_erases_a_square_of_the_given_side(tmp_path):
-    transform = build_train_transform(aug_of("none", tmp_path, "aug.cutout=8"), CIFAR)
-    image = torch.full((3, 32, 32), 200, dtype=torch.uint8)
-    out = transform(image)
-    assert int((out == 0).all(0).sum()) == 64
+def test_cutout_erases_one_square_of_the_given_side_per_image():
+    transform = BatchTransform({"cutout": 8}, mean=(0.2,) * 3, std=(0.5,) * 3, img_size=32)
+    images = torch.full((6, 3, 32, 32), 200, dtype=torch.uint8)
+    out = transform(images, train=True)
+    erased = (out == 0).all(1)  # erased to the mean: 0 after normalisation
+    assert erased.flatten(1).sum(1).tolist() == [64] * 6
+    assert len({tuple(e.nonzero()[0].tolist()) for e in erased}) > 1  # boxes differ per image
+    assert not (transform(images, train=False) == 0).any()
 
 
 @pytest.mark.parametrize(("override", "key"), [("aug.hflip=1.5", "aug.hflip"),
@@ -92,9 +99,36 @@ def test_ema_weights_are_validated_and_checkpointed(synthetic_root, tmp_path):
 
 def test_channel_shuffle_permutes_rgb_only(tmp_path):
     aug = aug_of("none", tmp_path, "aug.channel_shuffle=1.0")
-    transform = build_train_transform(aug, SimpleNamespace(**{**vars(CIFAR), "in_chans": 3}))
+    transform = build_image_transform(aug, CIFAR)
     image = torch.stack([torch.full((32, 32), v, dtype=torch.uint8) for v in (10, 120, 240)])
     orders = {tuple(transform(image)[:, 0, 0].tolist()) for _ in range(30)}
     assert len(orders) > 1 and all(sorted(o) == sorted(next(iter(orders))) for o in orders)
-    grey = build_train_transform(aug, SimpleNamespace(**{**vars(GLYPH), "in_chans": 1}))
-    assert v2.RandomApply not in op_types(grey)
+    assert build_image_transform(aug, GLYPH) is None  # no colours to shuffle
+
+
+def test_per_image_randaugment_draws_ops_per_image():
+    images = torch.randint(0, 256, (1, 3, 32, 32), dtype=torch.uint8).repeat(64, 1, 1, 1)
+    torch.manual_seed(0)
+    out = PerImageRandAugment(num_ops=2, magnitude=9)(images)
+    assert out.shape == images.shape and out.dtype == torch.uint8
+    distinct = {tuple(image.flatten()[:64].tolist()) for image in out}
+    assert len(distinct) > 10  # torchvision's RandAugment would give one result for the batch
+
+
+@pytest.mark.parametrize("op", ["Posterize", "Equalize", "Contrast", "Rotate"])
+def test_per_image_randaugment_matches_torchvision_per_image(op, monkeypatch):
+    """With the space narrowed to one op, each image gets exactly what torchvision's
+    RandAugment gives that image alone (signed ops: compare with either sign)."""
+    space = {op: v2.RandAugment._AUGMENTATION_SPACE[op]}
+    monkeypatch.setattr(v2.RandAugment, "_AUGMENTATION_SPACE", space)
+    images = torch.randint(0, 256, (16, 3, 32, 32), dtype=torch.uint8)
+    out = PerImageRandAugment(num_ops=1, magnitude=9)(images)
+    reference = v2.RandAugment(num_ops=1, magnitude=9)
+    magnitudes = space[op][0](31, 32, 32)
+    magnitude = 0.0 if magnitudes is None else float(magnitudes[9])
+    signs = (1, -1) if space[op][1] else (1,)
+    for image, result in zip(images, out, strict=True):
+        candidates = [reference._apply_image_or_video_transform(
+            image, op, sign * magnitude, interpolation=reference.interpolation,
+            fill=reference._fill) for sign in signs]
+        assert any(torch.equal(result, c) for c in candidates)

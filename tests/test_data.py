@@ -43,11 +43,23 @@ def test_datamodule_reads_native_files(data, synthetic_root, tmp_path):
     assert len(dm.train_set) == len(dm.train_set.dataset) - 40
     assert set(dm.train_set.indices).isdisjoint(dm.val_set.indices)
     x, y = next(iter(dm.train_dataloader()))
-    assert x.shape == (16, chans, size, size) and x.dtype == torch.float32
-    assert 0 <= int(y.min()) and int(y.max()) < classes
+    assert x.shape == (16, chans, size, size) and x.dtype == torch.uint8
+    assert y.shape == (16,) and 0 <= int(y.min()) and int(y.max()) < classes
     xt, _ = next(iter(dm.test_dataloader()))
     assert xt.shape[1:] == (chans, size, size)
-    assert abs(float(xt.mean())) < 3  # normalised, not raw 0..255
+    model_input = dm.to_model_input(xt, train=False)
+    assert model_input.dtype == torch.float32
+    expected = (xt[:, 0].float() / 255 - dm.mean[0]) / dm.std[0]
+    torch.testing.assert_close(model_input[:, 0], expected)
+
+
+def test_batched_read_equals_per_image_read(synthetic_root, tmp_path):
+    dm = make_datamodule("cifar10", synthetic_root, tmp_path, "aug=none")
+    dm.setup("test")
+    images, targets = dm.test_set.__getitems__([3, 0, 7])
+    for row, index in enumerate([3, 0, 7]):
+        image, target = dm.test_set[index]
+        assert torch.equal(images[row], image) and targets[row] == target
 
 
 def test_split_is_reproducible_and_seeded(synthetic_root, tmp_path):
@@ -78,7 +90,7 @@ def test_emnist_orientation_and_labels(split, synthetic_root, tmp_path):
     assert len(dm.test_set.classes) == dm.num_classes
     # class 1's square is in the first row of cells, second column: after the transpose fix
     # the bright block lies right of the top-left corner, as written before transposing.
-    image = dm.test_set.data[(labels == 1).nonzero()[0, 0]].numpy()
+    image = dm.test_set.images[(labels == 1).nonzero()[0, 0], 0].numpy()
     cells = int(np.ceil(np.sqrt(dm.num_classes if split == "balanced" else 27)))
     step = 28 // cells
     assert image[:step, step : 2 * step].min() == 255

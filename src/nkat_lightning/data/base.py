@@ -16,7 +16,8 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset, random_split
 
-from nkat_lightning.data.transforms import build_eval_transform, build_train_transform
+from nkat_lightning.data.tensor_dataset import UInt8ImageDataset, images_and_targets, return_batch
+from nkat_lightning.data.transforms import BatchTransform, build_image_transform
 from nkat_lightning.errors import DataNotFoundError
 
 DOWNLOAD_TIMEOUT_S = 30
@@ -24,6 +25,9 @@ DOWNLOAD_TIMEOUT_S = 30
 
 class ImageDataModule(L.LightningDataModule, abc.ABC):
     """Train/val split of the official training set, the official test set for test.
+
+    Loaders yield uint8 batches (see ``UInt8ImageDataset``); ``on_after_batch_transfer``
+    normalises them on the device, after RandAugment and before Cutout in training.
 
     Data is looked for, in order: an already prepared ``root``; the original archive files in
     one of ``offline_dirs`` (prepared into ``root``); torchvision's download (checksums
@@ -65,6 +69,7 @@ class ImageDataModule(L.LightningDataModule, abc.ABC):
         self.mean, self.std = tuple(mean), tuple(std)
         self.natural_images = natural_images
         self.aug = dict(aug or {})
+        self.batch_transform = BatchTransform(self.aug, self.mean, self.std, img_size)
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
         self.num_workers = num_workers
@@ -157,24 +162,34 @@ class ImageDataModule(L.LightningDataModule, abc.ABC):
 
     def setup(self, stage: str | None = None) -> None:
         if stage in (None, "fit", "validate") and self.train_set is None:
-            train_transform = build_train_transform(self.aug, self)
-            eval_transform = build_eval_transform(self)
-            train_full = self.make_dataset(train=True, transform=train_transform)
-            eval_full = self.make_dataset(train=True, transform=eval_transform)
-            if not 0 < self.val_size < len(train_full):
+            train_full = self.make_dataset(train=True)
+            images, targets = images_and_targets(train_full)
+            if not 0 < self.val_size < len(targets):
                 raise ValueError(
                     f"data.val_size={self.val_size} must be between 1 and the "
-                    f"{len(train_full)} training images minus one"
+                    f"{len(targets)} training images minus one"
                 )
             generator = torch.Generator().manual_seed(self.split_seed)
             train_idx, val_idx = random_split(
-                range(len(train_full)), [len(train_full) - self.val_size, self.val_size],
+                range(len(targets)), [len(targets) - self.val_size, self.val_size],
                 generator=generator,
             )
-            self.train_set = Subset(train_full, list(train_idx))
-            self.val_set = Subset(eval_full, list(val_idx))
+            augmented = UInt8ImageDataset(images, targets, train_full.classes,
+                                          build_image_transform(self.aug, self))
+            plain = UInt8ImageDataset(images, targets, train_full.classes)
+            self.train_set = Subset(augmented, list(train_idx))
+            self.val_set = Subset(plain, list(val_idx))
         if stage in (None, "test", "predict") and self.test_set is None:
-            self.test_set = self.make_dataset(train=False, transform=build_eval_transform(self))
+            test_full = self.make_dataset(train=False)
+            self.test_set = UInt8ImageDataset(*images_and_targets(test_full), test_full.classes)
+
+    def to_model_input(self, images: torch.Tensor, train: bool) -> torch.Tensor:
+        """The loaders' uint8 images as the model's normalised float input."""
+        return self.batch_transform(images, train)
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        images, targets = batch
+        return self.to_model_input(images, train=self.trainer.training), targets
 
     def _loader(self, dataset: Dataset, train: bool) -> DataLoader:
         return DataLoader(
@@ -185,6 +200,7 @@ class ImageDataModule(L.LightningDataModule, abc.ABC):
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.persistent_workers,
+            collate_fn=return_batch,
         )
 
     def train_dataloader(self) -> DataLoader:
