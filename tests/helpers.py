@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 from hydra.core.global_hydra import GlobalHydra
@@ -20,3 +21,16 @@ def run_hydra_main(monkeypatch, main, *args: str):
     monkeypatch.setattr(sys, "argv", ["app", *args])
     GlobalHydra.instance().clear()
     return main()
+
+
+# Synthetic CIFAR-10 pickles cannot match the real MD5 sums: the test launcher skips that check.
+LAUNCH = ("import os, sys, runpy; from torchvision.datasets import cifar; "
+          "cifar.check_integrity = lambda path, md5=None: os.path.isfile(path); "
+          "sys.argv[0] = sys.argv[1]; del sys.argv[1]; "
+          "runpy.run_module(sys.argv[0], run_name='__main__', alter_sys=True)")
+SUBPROCESS_ENV = {**os.environ, "WANDB_MODE": "offline", "HYDRA_FULL_ERROR": "0"}
+
+
+def module_command(module: str, *args: str) -> list[str]:
+    """argv of ``python -m <module> ARGS`` in a fresh interpreter (for subprocess)."""
+    return [sys.executable, "-c", LAUNCH, module, *args]

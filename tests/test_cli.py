@@ -3,27 +3,19 @@ interpreter matters, and the same ``main`` in-process where it does not (each su
 the full import of torch and Lightning)."""
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from helpers import FAST, TINY_MODEL, run_hydra_main
+from helpers import FAST, SUBPROCESS_ENV, TINY_MODEL, module_command, run_hydra_main
 from nkat_lightning import train as train_entry
 
-# Synthetic CIFAR-10 pickles cannot match the real MD5 sums: the test launcher skips that check.
-LAUNCH = ("import os, sys, runpy; from torchvision.datasets import cifar; "
-          "cifar.check_integrity = lambda path, md5=None: os.path.isfile(path); "
-          "sys.argv[0] = sys.argv[1]; del sys.argv[1]; "
-          "runpy.run_module(sys.argv[0], run_name='__main__', alter_sys=True)")
 DATA_SETS = ["mnist", "fashion_mnist", "emnist", "cifar10"]
 
 
 def run(module: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "WANDB_MODE": "offline", "HYDRA_FULL_ERROR": "0"}
-    return subprocess.run([sys.executable, "-c", LAUNCH, module, *args], cwd=cwd, env=env,
+    return subprocess.run(module_command(module, *args), cwd=cwd, env=SUBPROCESS_ENV,
                           capture_output=True, text=True, timeout=900)
 
 

@@ -1,12 +1,16 @@
 """Sweeps through the Optuna Hydra sweeper: the seed's two-stage selective search, the
 Pareto search, and the report on a sweep."""
 
+import os
+import signal
+import subprocess
+import time
 from pathlib import Path
 
 import optuna
 import pytest
 
-from helpers import FAST, TINY_MODEL, run_hydra_main
+from helpers import FAST, SUBPROCESS_ENV, TINY_MODEL, module_command, run_hydra_main
 from nkat_lightning import report, selective
 from nkat_lightning import train as train_entry
 from nkat_lightning.selective import suite_overrides
@@ -84,3 +88,59 @@ def test_sweep_continues_its_study_and_reuses_finished_trials(monkeypatch, synth
     assert [t.params for t in again] == [t.params for t in first]
     assert [t.value for t in again] == [t.value for t in first]
     assert len(list(sweep.glob("*/results.json"))) == 2  # their runs were reused, not repeated
+
+
+def log_interval(log: Path) -> tuple[str, str]:
+    """First and last timestamp of a Hydra job log ("[2026-11-25 20:40:01,123][...")."""
+    stamps = [line[1:24] for line in log.read_text().splitlines() if line.startswith("[20")]
+    return stamps[0], stamps[-1]
+
+
+@pytest.mark.slow
+def test_two_trials_run_in_parallel_through_the_joblib_launcher(monkeypatch, synthetic_root,
+                                                                 tmp_path):
+    sweep = tmp_path / "sweep"
+    run_hydra_main(monkeypatch, train_entry.main, "-m", "hparams_search=compact",
+                   "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "hydra.sweeper.n_jobs=2",
+                   "hydra.launcher.inner_max_num_threads=1", "hydra.sweeper.n_trials=2",
+                   "data=mnist", "model.depth=1", *FAST, f"paths.data_dir={synthetic_root}",
+                   f"hydra.sweep.dir={sweep}")
+    study = optuna.load_study(study_name="compact_mnist", storage=f"sqlite:///{sweep / 'optuna.db'}")
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 2
+    runs = sorted(sweep.glob("*/results.json"))
+    assert [p.parent.name[:2] for p in runs] == ["0_", "1_"]
+    (start_a, end_a), (start_b, end_b) = (log_interval(p.parent / "train.log") for p in runs)
+    assert start_a < end_b and start_b < end_a  # the two trials overlapped in time
+
+
+@pytest.mark.slow
+def test_a_killed_sweep_continues_and_resumes_its_interrupted_trial(synthetic_root, tmp_path):
+    """SIGKILL during the first trial; the same command again continues the study, and the
+    seeded sampler's first proposal resumes the killed trial's run from its last.ckpt."""
+    sweep = tmp_path / "sweep"
+    command = module_command(
+        "nkat_lightning.train", "-m", "hparams_search=compact", "hydra.sweeper.n_trials=1",
+        "data=mnist", "model.depth=1", *TINY_MODEL[:1], *FAST, "trainer.max_epochs=40",
+        f"paths.data_dir={synthetic_root}", f"hydra.sweep.dir={sweep}")
+    first = subprocess.Popen(command, cwd=tmp_path, env=SUBPROCESS_ENV, start_new_session=True,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not list(sweep.glob("0_*/checkpoints/last.ckpt")) and time.time() < deadline:
+        assert first.poll() is None, "the sweep ended before it could be killed"
+        time.sleep(0.2)
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait()
+    [run_dir] = sweep.glob("0_*")
+    assert not (run_dir / "results.json").exists()
+
+    again = subprocess.run(command, cwd=tmp_path, env=SUBPROCESS_ENV, capture_output=True,
+                           text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    study = optuna.load_study(study_name="compact_mnist", storage=f"sqlite:///{sweep / 'optuna.db'}")
+    killed, continued = study.trials
+    assert killed.state == optuna.trial.TrialState.RUNNING  # Optuna cannot know it died
+    assert continued.state == optuna.trial.TrialState.COMPLETE
+    assert continued.params == killed.params
+    assert "resuming from" in (run_dir / "train.log").read_text()
+    results = (run_dir / "results.json").read_text()
+    assert '"epochs": 40' in results

@@ -34,7 +34,7 @@ def test_run_writes_results_config_checkpoints_and_metrics(tiny_run):
     assert 0 <= saved["test_acc"] <= 1
     assert saved["test_tpe"] == pytest.approx(
         saved["test_acc"] / torch.log10(torch.tensor(1 + saved["lambda"])).item(), rel=1e-5)
-    for name in ("config.yaml", "checkpoints/last.ckpt", "csv/metrics.csv"):
+    for name in ("config.yaml", "checkpoints/last.ckpt", "csv/metrics.csv", "curves.png"):
         assert Path(run_dir, name).is_file()
     assert saved["best_ckpt"].startswith(run_dir)
     assert objective(results, "val/acc_best") == results["val_acc_best"]
@@ -75,3 +75,11 @@ def test_unknown_optimized_metric_is_a_clear_error(tiny_run):
     from nkat_lightning.errors import ConfigError
     with pytest.raises(ConfigError, match="val/nope"):
         objective(tiny_run[1], "val/nope")
+
+
+def test_curves_hold_every_epoch_of_train_and_val(tiny_run):
+    from nkat_lightning.curves import epoch_series
+    series = epoch_series(Path(tiny_run[0].paths.output_dir) / "csv")
+    assert {name: sorted(values) for name, values in series.items()} == {
+        name: [0, 1] for name in ("train/loss_epoch", "train/acc", "val/acc", "val/loss")}
+    assert series["val/acc"][1] == pytest.approx(tiny_run[1]["metrics"]["val/acc"])

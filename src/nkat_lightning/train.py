@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import time
 from pathlib import Path
@@ -14,6 +15,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from omegaconf import DictConfig
 
 from nkat_lightning.config import CONFIG_DIR, validate_config
+from nkat_lightning.curves import plot_curves
 from nkat_lightning.errors import ConfigError
 from nkat_lightning.module import NKATLitModule
 from nkat_lightning.runner import (
@@ -27,6 +29,7 @@ from nkat_lightning.runner import (
     write_json,
 )
 
+log = logging.getLogger(__name__)  # Hydra writes it to <run folder>/train.log
 SUMMARY_KEYS = ["data", "params", "lambda", "val_acc_best", "test_acc", "test_tpe", "epochs",
                 "wall_time_s", "gate"]
 
@@ -82,6 +85,9 @@ def train(cfg: DictConfig) -> dict:
     ckpt_path = _checkpoint_to_resume(resolved["resume"], run_dir)
     if ckpt_path:
         rank_zero_info(f"Resuming from {ckpt_path}")
+    if trainer.is_global_zero:
+        log.info("fit %s (%d parameters) in %s%s", resolved["data"]["name"], module.num_params,
+                 run_dir, f", resuming from {ckpt_path}" if ckpt_path else "")
     start = time.perf_counter()
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     fit_metrics = dict(trainer.callback_metrics)
@@ -115,6 +121,8 @@ def train(cfg: DictConfig) -> dict:
     finish_loggers(loggers)
     if trainer.is_global_zero:
         write_json(results_path, results)
+        plot_curves(run_dir)
+        log.info("finished: %s", {key: results.get(key) for key in SUMMARY_KEYS})
         print_results(f"{results['data']}: {run_dir}", results, SUMMARY_KEYS)
     return results
 
