@@ -1,12 +1,18 @@
-"""Logger factories that need a decision Lightning's loggers do not make themselves."""
+"""Weights & Biases: the decisions Lightning's ``WandbLogger`` does not make itself (offline
+without a key, the group of a sweep or suite), and the suite's scoreboard as a W&B table."""
 
 from __future__ import annotations
 
 import netrc
 import os
+from pathlib import Path
 
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_info
+
+SUITE_GROUP_PREFIX = "suite-"
 
 
 def wandb_api_key_present() -> bool:
@@ -18,16 +24,61 @@ def wandb_api_key_present() -> bool:
         return False
 
 
-def wandb_logger(offline: bool | str = "auto", save_dir: str = ".", **kwargs) -> WandbLogger:
-    """``WandbLogger`` that goes offline, with one notice, when no API key is configured
-    (``offline=auto``), so a run never waits on a login prompt or the network."""
-    if offline == "auto":
-        offline = os.environ.get("WANDB_MODE") == "offline" or not wandb_api_key_present()
-        if offline:
-            rank_zero_info(
-                "W&B: no API key found, logging offline. Upload later with "
-                f"`wandb sync {save_dir}/wandb/offline-run-*`."
-            )
+def resolve_offline(offline: bool | str, save_dir: str) -> bool:
+    """``auto``: offline, with one notice naming the sync command, when no API key is set (or
+    WANDB_MODE=offline), so a run never waits on a login prompt or the network."""
+    if offline != "auto":
+        return bool(offline)
+    offline = os.environ.get("WANDB_MODE") == "offline" or not wandb_api_key_present()
+    if offline:
+        rank_zero_info("W&B: no API key found, logging offline. Upload later with "
+                       f"`wandb sync {save_dir}/wandb/offline-run-*`.")
+    return offline
+
+
+def group_and_tags(group: str | None, tags: list[str] | None) -> tuple[str | None, list[str]]:
+    """``group=auto``: a multirun's runs share its sweep folder's name and carry the tag
+    ``sweep``; a suite's group (``suite-...``) adds the tag ``suite``."""
+    tags = list(tags or [])
+    if group == "auto":
+        group = None
+        if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+            group = Path(HydraConfig.get().sweep.dir).name
+            tags.append("sweep")
+    elif group and group.startswith(SUITE_GROUP_PREFIX):
+        tags.append("suite")
+    return group, tags
+
+
+def wandb_logger(offline: bool | str = "auto", save_dir: str = ".", group: str | None = "auto",
+                 tags: list[str] | None = None, **kwargs) -> WandbLogger:
+    """``WandbLogger`` that goes offline by itself and groups the runs of a sweep or suite."""
+    offline = resolve_offline(offline, save_dir)
     if offline:
         kwargs["log_model"] = False  # offline runs cannot upload model artifacts
-    return WandbLogger(offline=bool(offline), save_dir=save_dir, **kwargs)
+    group, tags = group_and_tags(group, tags)
+    return WandbLogger(offline=offline, save_dir=save_dir, group=group, tags=tags, **kwargs)
+
+
+def log_scoreboard(board: dict, plot: Path, out: Path, group: str) -> None:
+    """The suite's scoreboard as a W&B table (one row per data set) plus its plot and the
+    global scores, in a run of job type 'scoreboard' in the suite's group."""
+    import wandb
+
+    offline = resolve_offline("auto", str(out))
+    run = wandb.init(project="nkat-lightning", group=group, job_type="scoreboard",
+                     name=f"{group}-scoreboard", dir=str(out), tags=["suite"],
+                     mode="offline" if offline else "online")
+    table = wandb.Table(columns=["data set", "status", "test acc", "params", "lambda", "local TPE"])
+    for name in board["data_sets"]:
+        row = board["per_data_set"].get(name)
+        if row:
+            table.add_data(name, "ok", row["acc"], row["params"], row["lambda"], row["tpe"])
+        else:
+            table.add_data(name, "failed" if name in board["failed"] else "skipped",
+                           None, None, None, None)
+    payload = {"scoreboard": table, "scoreboard_plot": wandb.Image(str(plot))}
+    for key, score in (board["scores"] or {}).items():
+        payload[f"suite/{key}"] = score["value"]
+    run.log(payload)
+    run.finish()

@@ -20,6 +20,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from nkat_lightning.config import compose_train_config, run_name
 from nkat_lightning.errors import ConfigError, UserError
+from nkat_lightning.loggers import SUITE_GROUP_PREFIX, log_scoreboard
 from nkat_lightning.scoreboard import build_scoreboard, to_markdown, write_scoreboard
 from nkat_lightning.train import train
 
@@ -67,6 +68,10 @@ def run_suite(overrides: list[str], out: Path, data_sets: list[str] = DATA_SETS,
     unknown = sorted(set(data_sets) - set(DATA_SETS))
     if unknown:
         raise ConfigError(f"unknown data set(s) {unknown}; choose from {DATA_SETS}")
+    group = next((item.split("=", 1)[1] for item in overrides if item.startswith("group=")), None)
+    if group is None:  # a suite's W&B runs share a group
+        group = f"{SUITE_GROUP_PREFIX}{out.resolve().name}"
+        overrides = [*overrides, f"group={group}"]
     runs, filtered = {}, None
     for index, name in enumerate(data_sets, 1):
         if filtered:
@@ -80,6 +85,8 @@ def run_suite(overrides: list[str], out: Path, data_sets: list[str] = DATA_SETS,
             filtered = {"data_set": name, "local_tpe": runs[name]["test_tpe"], "gate": gate}
     board = build_scoreboard(runs, data_sets, filtered)
     paths = write_scoreboard(board, out)
+    if "logger=wandb" in overrides:
+        log_scoreboard(board, paths["plot"], out, group)
     print(to_markdown(board))
     print("scoreboard: " + ", ".join(str(p) for p in paths.values()))
     return board

@@ -74,6 +74,8 @@ def train(cfg: DictConfig) -> dict:
     module = NKATLitModule(
         model=resolved["model"], optim=resolved["optim"], data=resolved["data"], aug=resolved["aug"]
     )
+    rank_zero_info(f"NKAT-ViT: {module.num_params:,} trainable parameters, "
+                   f"lambda = {module.lam:.4f}")
     callbacks = instantiate_all(cfg.get("callbacks"))
     if resolved["optim"].get("ema", 0):  # validation, test and checkpoints see the EMA weights
         callbacks.append(EMAWeightAveraging(decay=resolved["optim"]["ema"]))
@@ -81,6 +83,8 @@ def train(cfg: DictConfig) -> dict:
     trainer: L.Trainer = build(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     if trainer.is_global_zero:
         save_resolved_config(resolved, run_dir)
+    for logger in trainer.loggers:  # the whole resolved config, not only the module's part
+        logger.log_hyperparams(resolved)
 
     ckpt_path = _checkpoint_to_resume(resolved["resume"], run_dir)
     if ckpt_path:
