@@ -17,3 +17,8 @@ class DataNotFoundError(UserError):
     def __init__(self, name: str, tried: list[str], hint: str) -> None:
         lines = "\n".join(f"  - {item}" for item in tried)
         super().__init__(f"data set '{name}' is not available. Tried:\n{lines}\nFix: {hint}.")
+
+
+class NonFiniteLossError(UserError):
+    """The training loss became NaN or infinite; the run stops and keeps its last good
+    checkpoint."""

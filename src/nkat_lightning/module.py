@@ -13,6 +13,7 @@ from torch import nn
 from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
+from nkat_lightning.errors import NonFiniteLossError
 from nkat_lightning.metrics import count_parameters, lambda_theory, tpe
 from nkat_lightning.models import NKATViT
 
@@ -81,6 +82,11 @@ class NKATLitModule(L.LightningModule):
             x, targets = self.mixup(x, y)
         logits = self(x)
         loss = self.criterion(logits, targets)
+        if not torch.isfinite(loss):  # before backward: the weights are still the good ones
+            raise NonFiniteLossError(
+                f"the training loss became {float(loss.detach())} at step {self.global_step} (epoch "
+                f"{self.current_epoch}); the run stopped and kept its last good checkpoint. "
+                "Lower optim.lr, or clip gradients (trainer.gradient_clip_val=1.0)")
         self.train_loss(loss)
         self.train_acc(logits, y)
         self.log("train/loss", self.train_loss, on_step=True, on_epoch=True, prog_bar=True)

@@ -10,10 +10,16 @@ from pathlib import Path
 
 import hydra
 import lightning as L
-from lightning.pytorch.callbacks import EMAWeightAveraging, ModelCheckpoint
+from lightning.pytorch.callbacks import (
+    EMAWeightAveraging,
+    ModelCheckpoint,
+    ModelSummary,
+    ProgressBar,
+)
 from lightning.pytorch.utilities import rank_zero_info
 from omegaconf import DictConfig
 
+from nkat_lightning.checkpointing import AtomicCheckpointIO, checkpoint_to_resume
 from nkat_lightning.config import CONFIG_DIR, validate_config
 from nkat_lightning.curves import plot_curves
 from nkat_lightning.errors import ConfigError
@@ -35,14 +41,25 @@ SUMMARY_KEYS = ["data", "params", "lambda", "val_acc_best", "test_acc", "test_tp
 
 
 def _checkpoint_to_resume(resume: str, run_dir: Path) -> str | None:
-    last = run_dir / "checkpoints" / "last.ckpt"
+    """``auto``: this run's newest of interrupted.ckpt / last.ckpt; ``never``: none (and the old
+    checkpoints are removed); else the given path."""
     if resume == "never":
         shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
         return None
-    if resume == "auto" and not last.is_file():
+    found = checkpoint_to_resume(run_dir / "checkpoints") if resume == "auto" else resume
+    if found is None:
         return None
     keep_csv_history(run_dir / "csv")
-    return str(last) if resume == "auto" else resume
+    return str(found)
+
+
+def switched_off_removed(callbacks: list, trainer_cfg: dict) -> list:
+    """Drop the progress bar / model summary callbacks when the trainer switches them off
+    (``trainer.enable_progress_bar=false``), which Lightning would reject."""
+    off = tuple(kind for key, kind in (("enable_progress_bar", ProgressBar),
+                                       ("enable_model_summary", ModelSummary))
+                if trainer_cfg.get(key) is False)
+    return [c for c in callbacks if not isinstance(c, off)] if off else callbacks
 
 
 def keep_csv_history(csv_dir: Path) -> None:
@@ -76,11 +93,12 @@ def train(cfg: DictConfig) -> dict:
     )
     rank_zero_info(f"NKAT-ViT: {module.num_params:,} trainable parameters, "
                    f"lambda = {module.lam:.4f}")
-    callbacks = instantiate_all(cfg.get("callbacks"))
+    callbacks = switched_off_removed(instantiate_all(cfg.get("callbacks")), resolved["trainer"])
     if resolved["optim"].get("ema", 0):  # validation, test and checkpoints see the EMA weights
         callbacks.append(EMAWeightAveraging(decay=resolved["optim"]["ema"]))
     loggers = instantiate_all(cfg.get("logger"))
-    trainer: L.Trainer = build(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    plugins = {} if cfg.trainer.get("plugins") else {"plugins": [AtomicCheckpointIO()]}
+    trainer: L.Trainer = build(cfg.trainer, callbacks=callbacks, logger=loggers or False, **plugins)
     if trainer.is_global_zero:
         save_resolved_config(resolved, run_dir)
     for logger in trainer.loggers:  # the whole resolved config, not only the module's part
@@ -93,10 +111,18 @@ def train(cfg: DictConfig) -> dict:
         log.info("fit %s (%d parameters) in %s%s", resolved["data"]["name"], module.num_params,
                  run_dir, f", resuming from {ckpt_path}" if ckpt_path else "")
     start = time.perf_counter()
-    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    except SystemExit:  # Ctrl-C or SIGTERM: Lightning stopped after a batch, we saved a checkpoint
+        message = (f"interrupted at step {trainer.global_step}; saved "
+                   f"{run_dir / 'checkpoints' / 'interrupted.ckpt'}. Run the same command again "
+                   "to resume.")
+        log.info(message)
+        rank_zero_info(message)
+        raise SystemExit(143 if trainer.received_sigterm else 130) from None
     fit_metrics = dict(trainer.callback_metrics)
 
-    checkpoint = next((c for c in callbacks if isinstance(c, ModelCheckpoint)), None)
+    checkpoint = next((c for c in callbacks if isinstance(c, ModelCheckpoint) and c.monitor), None)
     best = checkpoint.best_model_path if checkpoint else ""
     test_metrics: dict = {}
     if resolved["test_after_fit"]:

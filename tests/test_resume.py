@@ -1,0 +1,100 @@
+"""Interruption and reproducibility: SIGKILL / SIGTERM mid-epoch then the same command
+resumes; seeds make runs identical; a NaN loss stops a run and keeps its last checkpoint."""
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from helpers import FAST, SUBPROCESS_ENV, TINY_MODEL, compose_train, module_command
+from nkat_lightning.data.synthetic import write_mnist_like
+from nkat_lightning.errors import NonFiniteLossError
+from nkat_lightning.train import train
+
+N_TRAIN, VAL, BATCH, EPOCHS = 2032, 32, 16, 2
+STEPS_PER_EPOCH = (N_TRAIN - VAL) // BATCH
+
+
+def start_and_stop_after_step(command, cwd: Path, ckpt: Path, step: int, sig: int) -> int:
+    """Run ``command``; send ``sig`` once ``ckpt`` holds a step beyond ``step``; return the
+    exit code."""
+    process = subprocess.Popen(command, cwd=cwd, env=SUBPROCESS_ENV, start_new_session=True,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not (ckpt.is_file() and saved_step(ckpt) > step) and time.time() < deadline:
+        assert process.poll() is None, "the run ended before it could be interrupted"
+        time.sleep(0.05)
+    os.killpg(process.pid, sig)
+    return process.wait(timeout=120)
+
+
+def saved_step(path: Path) -> int:
+    return torch.load(path, map_location="cpu", weights_only=True)["global_step"]
+
+
+@pytest.mark.slow
+def test_sigkill_then_sigterm_mid_epoch_and_the_same_command_finishes_the_run(tmp_path):
+    write_mnist_like(tmp_path / "data", "MNIST", n_train=N_TRAIN, n_test=32)
+    run_dir = tmp_path / "run"
+    command = module_command(
+        "nkat_lightning.train", "data=mnist", *TINY_MODEL, "trainer.accelerator=cpu",
+        "trainer.devices=1", f"data.batch_size={BATCH}", f"data.val_size={VAL}",
+        "trainer.limit_val_batches=1", "trainer.limit_test_batches=1",
+        f"trainer.max_epochs={EPOCHS}", "trainer.enable_progress_bar=false",
+        "callbacks.periodic_checkpoint.minutes=0.0002",  # last.ckpt every ~12 ms of training
+        f"paths.data_dir={tmp_path / 'data'}", f"hydra.run.dir={run_dir}")
+    checkpoints = run_dir / "checkpoints"
+
+    start_and_stop_after_step(command, tmp_path, checkpoints / "last.ckpt", 0, signal.SIGKILL)
+    killed_at = saved_step(checkpoints / "last.ckpt")
+    assert 0 < killed_at < EPOCHS * STEPS_PER_EPOCH and not (run_dir / "results.json").exists()
+
+    code = start_and_stop_after_step(command, tmp_path, checkpoints / "last.ckpt", killed_at,
+                                     signal.SIGTERM)
+    assert code == 143 and (checkpoints / "interrupted.ckpt").is_file()
+    interrupted_at = saved_step(checkpoints / "interrupted.ckpt")
+    assert interrupted_at > killed_at  # the SIGTERM run had resumed, not restarted
+
+    done = subprocess.run(command, cwd=tmp_path, env=SUBPROCESS_ENV, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    log = (run_dir / "train.log").read_text()
+    assert log.count("resuming from") == 2 and "interrupted.ckpt" in log
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["epochs"] == EPOCHS
+    assert results["global_step"] == EPOCHS * STEPS_PER_EPOCH  # as an uninterrupted run
+    assert not (checkpoints / "interrupted.ckpt").exists()  # removed once the run finished
+    resumed_metrics = (run_dir / "csv" / "metrics.csv").read_text().splitlines()
+    header = resumed_metrics[0].split(",")
+    step_column = header.index("step")
+    logged_steps = [int(row.split(",")[step_column]) for row in resumed_metrics[1:]]
+    assert min(logged_steps) >= interrupted_at  # counters continued, not restarted
+
+
+def test_a_seed_makes_two_runs_identical(synthetic_root, tmp_path):
+    runs = [train(compose_train(["data=mnist", "seed=0", *TINY_MODEL, *FAST], tmp_path / name,
+                                data_root=synthetic_root)) for name in ("a", "b")]
+    assert runs[0]["metrics"] == runs[1]["metrics"]
+    assert runs[0]["seed"] == 0
+
+
+def test_a_nan_loss_stops_the_run_and_keeps_the_last_checkpoint(synthetic_root, tmp_path,
+                                                                 monkeypatch):
+    overrides = ["data=mnist", *TINY_MODEL, *FAST]
+    first = train(compose_train(overrides, tmp_path, data_root=synthetic_root))
+    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    good = last.read_bytes()
+    (tmp_path / "run" / "results.json").unlink()
+    monkeypatch.setattr(torch.nn.CrossEntropyLoss, "forward",
+                        lambda self, logits, target: logits.sum() * float("nan"))
+    cfg = compose_train([*overrides, "trainer.max_epochs=2"], tmp_path, data_root=synthetic_root)
+    with pytest.raises(NonFiniteLossError, match=r"loss became nan at step 2 .*last good"):
+        train(cfg)
+    assert last.read_bytes() == good and first["global_step"] == 2
+    assert not (tmp_path / "run" / "results.json").exists()
+    assert not (tmp_path / "run" / "checkpoints" / "interrupted.ckpt").exists()
