@@ -126,3 +126,12 @@ def test_missing_data_is_one_clear_error(data, tmp_path):
     assert "nowhere: no such folder" in message
     assert "download: switched off" in message
     assert "Fix:" in message
+
+
+def test_corrupt_data_file_is_one_clear_error(tmp_path):
+    write_mnist_like(tmp_path / "root", "MNIST")
+    images = tmp_path / "root" / "MNIST" / "raw" / "train-images-idx3-ubyte"
+    images.write_bytes(images.read_bytes()[:1000])  # truncated, as by an interrupted copy
+    dm = make_datamodule("mnist", tmp_path / "root", tmp_path, "data.offline_dirs=[]")
+    with pytest.raises(DataNotFoundError, match=r"MNIST: unreadable, \w+"):
+        dm.prepare_data()

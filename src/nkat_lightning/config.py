@@ -15,6 +15,8 @@ from nkat_lightning.data.emnist import emnist_num_classes
 from nkat_lightning.errors import ConfigError
 from nkat_lightning.models import check_patch_grid
 from nkat_lightning.models.attention import FILTER_MODES
+from nkat_lightning.models.embedding import CONV_STEMS
+from nkat_lightning.module import LOGGED_METRICS
 
 CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 MAX_RUN_NAME = 100
@@ -87,13 +89,28 @@ def _validate_aug(aug: dict, data: dict) -> None:
         _fail("data.batch_size", data["batch_size"], "must be even when Mixup/CutMix is on")
 
 
+def _check_before_resolving(cfg: DictConfig) -> None:
+    """Values that other values are computed from (the patch size from the stem, the classes
+    from the EMNIST split): checked first, so the error names them and not what they broke."""
+    stem = cfg.model.get("conv_stem")
+    stem = "off" if stem is False else stem  # YAML 1.1 reads a bare `off` as false
+    if stem not in CONV_STEMS:
+        _fail("model.conv_stem", stem, f"allowed: {', '.join(CONV_STEMS)}")
+    if cfg.data.get("split") is not None:
+        try:
+            emnist_num_classes(cfg.data.split)
+        except ValueError as error:
+            raise ConfigError(str(error)) from None
+
+
 def validate_config(cfg: DictConfig) -> dict:
     """Resolve ``cfg`` and check the values a run depends on; raise ``ConfigError`` with one
     line naming the key, the value and what is allowed. Returns the resolved container."""
+    _check_before_resolving(cfg)
     try:
         resolved = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
     except Exception as error:  # OmegaConf wraps resolver errors; show the cause only
-        cause = error.__cause__ or error
+        cause = str(error.__cause__ or error).splitlines()[0]
         raise ConfigError(f"config cannot be resolved: {cause}") from None
     model, data, optim = resolved["model"], resolved["data"], resolved["optim"]
 
@@ -138,6 +155,10 @@ def validate_config(cfg: DictConfig) -> dict:
             _fail(f"data.{key}", data[key], "must be >= 1")
     if data["num_workers"] < 0:
         _fail("data.num_workers", data["num_workers"], "must be >= 0")
+    metric = resolved.get("optimized_metric")
+    for name in [metric] if isinstance(metric, str) else metric or []:
+        if name not in LOGGED_METRICS:
+            _fail("optimized_metric", name, f"not a logged metric; allowed: {', '.join(LOGGED_METRICS)}")
     if resolved.get("resume") not in (None, "auto", "never") and not Path(resolved["resume"]).is_file():
         _fail("resume", resolved["resume"], "use auto, never, or the path of an existing checkpoint")
     return resolved

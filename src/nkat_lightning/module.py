@@ -17,6 +17,11 @@ from nkat_lightning.errors import NonFiniteLossError
 from nkat_lightning.metrics import count_parameters, lambda_theory, tpe
 from nkat_lightning.models import NKATViT
 
+#: What a run logs, for ``optimized_metric`` (train/loss is logged per step and per epoch).
+LOGGED_METRICS = ("train/loss_step", "train/loss_epoch", "train/acc", "val/loss", "val/acc",
+                  "val/acc_best", "val/tpe", "val/tpe_best", "test/loss", "test/acc", "test/tpe",
+                  "model/params", "model/lambda")
+
 
 def warmup_cosine_factor(step: int, warmup_steps: int, total_steps: int, floor: float) -> float:
     """LR multiplier: linear warm-up from ~0 to 1, then cosine from 1 down to ``floor``."""

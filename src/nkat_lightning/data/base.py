@@ -116,20 +116,27 @@ class ImageDataModule(L.LightningDataModule, abc.ABC):
 
     # -- shared machinery -----------------------------------------------------------------------
 
-    def is_prepared(self) -> bool:
+    def prepared_problem(self) -> str | None:
+        """Why ``root`` does not hold a readable copy ("not found", or what reading failed
+        with, for a truncated or corrupt file); None when it does."""
+        missing = [name for name in self.native_files()
+                   if not any((self.root / self.folder).rglob(name))]
+        if missing:
+            return f"not found ({', '.join(missing)})"
         try:
             self.make_dataset(train=True)
             self.make_dataset(train=False)
-        except (RuntimeError, FileNotFoundError, OSError):
-            return False
-        return True
+        except Exception as error:  # torchvision's readers fail in many ways on a bad file
+            return f"unreadable, {type(error).__name__}: {str(error).splitlines()[0][:200]}"
+        return None
 
     def prepare_data(self) -> None:
-        if self.is_prepared():
+        problem = self.prepared_problem()
+        if problem is None:
             return
-        tried = [f"prepared files under {self.root / self.folder}: not found"]
+        tried = [f"prepared files under {self.root / self.folder}: {problem}"]
         for source in self.offline_dirs:
-            if source.is_dir() and self.prepare_from(source) and self.is_prepared():
+            if source.is_dir() and self.prepare_from(source) and self.prepared_problem() is None:
                 return
             state = "no such folder" if not source.is_dir() else "original files not found"
             tried.append(f"offline copy in {source}: {state}")
