@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install data train test test-fast lint clean
+.PHONY: install data postgres train test test-fast lint clean
 
 install: $(VENV)/.installed
 
@@ -21,10 +21,16 @@ data:
 	@[ -f $(FASHION_MNIST) ] || { $(SUDO) apt-get update -qq && \
 	  $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist; }
 
+# PostgreSQL, for the test of two sweep workers sharing one study (it skips without it).
+postgres:
+	@ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && \
+	  $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; } || \
+	  echo "PostgreSQL could not be installed: its test will be skipped"
+
 train: install data
 	$(BIN)/python -m nkat_lightning.train $(ARGS)
 
-test: install data
+test: install data postgres
 	$(BIN)/python -m pytest -q
 
 test-fast: install

@@ -3,15 +3,20 @@ submitit launcher (local mode; the SLURM config composes), and two Optuna worker
 real PostgreSQL study."""
 
 import json
+import shutil
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
+import optuna
+import postgres
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
-from helpers import FAST, SUBPROCESS_ENV, TINY_MODEL, run_hydra_main
+from helpers import FAST, SUBPROCESS_ENV, TINY_MODEL, module_command, run_hydra_main
 from nkat_lightning import train as train_entry
 from nkat_lightning.config import CONFIG_DIR
 from nkat_lightning.eval import evaluate
@@ -62,3 +67,47 @@ def test_slurm_launcher_config_composes_with_the_usual_keys():
     assert launcher["_target_"].endswith("SlurmLauncher")
     assert (launcher["partition"], launcher["gpus_per_node"], launcher["timeout_min"]) == (
         "gpu", 4, 30)
+
+
+@pytest.fixture(scope="module")
+def postgres_url():
+    if postgres.server_binaries() is None:
+        pytest.skip("PostgreSQL is not installed (Debian: apt-get install postgresql)")
+    pytest.importorskip("psycopg2", reason="the PostgreSQL driver: pip install psycopg2-binary")
+    # not under pytest's tmp folder: that is private to root, and the server runs as postgres
+    folder = Path(tempfile.mkdtemp(prefix="nkat-postgres-"))
+    try:
+        url, stop = postgres.start_postgres(folder)
+        yield url
+        stop()
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.mark.slow
+def test_two_sweep_workers_share_one_postgresql_study(postgres_url, synthetic_root, tmp_path):
+    """Two processes run the same study on one PostgreSQL storage at the same time: every
+    trial is recorded once, none is lost."""
+    def worker(index: int) -> subprocess.Popen:
+        return subprocess.Popen(module_command(
+            "nkat_lightning.train", "-m", "hparams_search=compact", "hydra.sweeper.n_trials=2",
+            f"hydra.sweeper.storage={postgres_url}", "hydra.sweeper.study_name=shared",
+            f"hydra.sweeper.sampler.seed={index}", "data=mnist", "model.depth=1",
+            *TINY_MODEL[:1], *FAST, f"paths.data_dir={synthetic_root}",
+            f"hydra.sweep.dir={tmp_path / f'worker{index}'}"),
+            cwd=tmp_path, env=SUBPROCESS_ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            text=True)
+
+    # as the README says: create the study (and its tables) once, then start the workers
+    subprocess.run([str(Path(sys.executable).parent / "optuna"), "create-study", "--storage",
+                    postgres_url, "--study-name", "shared", "--direction", "maximize"],
+                   check=True, capture_output=True, timeout=120)
+    workers = [worker(1), worker(2)]
+    outputs = [w.communicate(timeout=600)[0] for w in workers]
+    assert [w.returncode for w in workers] == [0, 0], outputs[0][-2000:] + outputs[1][-2000:]
+    study = optuna.load_study(study_name="shared", storage=postgres_url)
+    assert sorted(t.number for t in study.trials) == [0, 1, 2, 3]
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+    runs = [json.loads(p.read_text()) for p in tmp_path.glob("worker*/*/results.json")]
+    assert sorted(round(r["val_acc_best"], 6) for r in runs) == sorted(
+        round(t.value, 6) for t in study.trials)
