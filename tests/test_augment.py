@@ -132,3 +132,13 @@ def test_per_image_randaugment_matches_torchvision_per_image(op, monkeypatch):
             image, op, sign * magnitude, interpolation=reference.interpolation,
             fill=reference._fill) for sign in signs]
         assert any(torch.equal(result, c) for c in candidates)
+
+
+def test_ema_decay_warms_up_then_holds():
+    from nkat_lightning.ema import ema_multi_avg_fn, warmup_decay
+    assert warmup_decay(0.9995, 0) == pytest.approx(0.1)
+    assert warmup_decay(0.9995, 90) == pytest.approx(0.91)
+    assert warmup_decay(0.9995, 10**6) == 0.9995
+    averaged, current = [torch.zeros(3)], [torch.ones(3)]
+    ema_multi_avg_fn(0.9995)(averaged, current, torch.tensor(0))
+    torch.testing.assert_close(averaged[0], torch.full((3,), 0.9))  # 1 - decay 0.1

@@ -10,18 +10,14 @@ from pathlib import Path
 
 import hydra
 import lightning as L
-from lightning.pytorch.callbacks import (
-    EMAWeightAveraging,
-    ModelCheckpoint,
-    ModelSummary,
-    ProgressBar,
-)
+from lightning.pytorch.callbacks import ModelCheckpoint, ModelSummary, ProgressBar
 from lightning.pytorch.utilities import rank_zero_info
 from omegaconf import DictConfig
 
 from nkat_lightning.checkpointing import AtomicCheckpointIO, checkpoint_to_resume
 from nkat_lightning.config import CONFIG_DIR, validate_config
 from nkat_lightning.curves import plot_curves
+from nkat_lightning.ema import EMAWithWarmup
 from nkat_lightning.errors import ConfigError
 from nkat_lightning.module import NKATLitModule
 from nkat_lightning.runner import (
@@ -95,7 +91,7 @@ def train(cfg: DictConfig) -> dict:
                    f"lambda = {module.lam:.4f}")
     callbacks = switched_off_removed(instantiate_all(cfg.get("callbacks")), resolved["trainer"])
     if resolved["optim"].get("ema", 0):  # validation, test and checkpoints see the EMA weights
-        callbacks.append(EMAWeightAveraging(decay=resolved["optim"]["ema"]))
+        callbacks.append(EMAWithWarmup(decay=resolved["optim"]["ema"]))
     loggers = instantiate_all(cfg.get("logger"))
     plugins = {} if cfg.trainer.get("plugins") else {"plugins": [AtomicCheckpointIO()]}
     trainer: L.Trainer = build(cfg.trainer, callbacks=callbacks, logger=loggers or False, **plugins)

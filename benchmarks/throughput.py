@@ -1,0 +1,207 @@
+"""NKAT-ViT against timm's VisionTransformer of identical dimensions, side by side in one run.
+
+For each preset (the MNIST- and CIFAR-shaped compact presets, the stage-2 preset) prints
+training and inference images/s and peak memory of timm's ViT and of NKAT-ViT with
+(a) filters and modulation off, (b) top-k + top-p on, (c) NKAT modulation on, then the ratios
+against the targets: (a)/timm >= 0.95, (b)/(a) >= 0.6, (c)/(a) >= 0.9. Timings interleave the
+models over several rounds and take the median, so machine noise hits all of them alike. Peak
+memory is the CUDA allocator's peak on a GPU and the growth of the process's peak RSS on the
+CPU (each model measured in a fresh process). It also times ``--help`` and a command's path to
+its first training step.
+
+    python benchmarks/throughput.py [--device cpu|cuda] [--precision 32-true|bf16-mixed]
+                                    [--compile] [--presets mnist cifar10 stage2] [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import multiprocessing
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+from timm.models.vision_transformer import VisionTransformer
+from timm.models.vision_transformer_hybrid import HybridEmbed
+
+from nkat_lightning.config import compose_train_config, validate_config
+from nkat_lightning.models import NKATViT
+from nkat_lightning.models.embedding import build_conv_stem
+
+PRESETS = {  # name -> overrides of the train config
+    "mnist": ["experiment=compact_mnist"],
+    "cifar10": ["experiment=compact_cifar10"],
+    "stage2": ["experiment=stage2_cifar10"],
+}
+VARIANTS = {  # NKAT-ViT settings on top of the preset's model, filters and modulation off
+    "(a) plain": {"top_k": None, "top_p": None, "nkat_strength": 0.0},
+    "(b) top-k+top-p": {"top_k": 6, "top_p": 0.8, "nkat_strength": 0.0},
+    "(c) modulation": {"top_k": None, "top_p": None, "nkat_strength": 0.0024, "nkat_decay": 0.99},
+}
+TARGETS = [("(a) plain", "timm", 0.95), ("(b) top-k+top-p", "(a) plain", 0.6),
+           ("(c) modulation", "(a) plain", 0.9)]
+
+
+def preset_model_config(preset: str) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = compose_train_config(PRESETS[preset], Path(tmp))
+        return validate_config(cfg)["model"]
+
+
+def build(model_cfg: dict, variant: str) -> torch.nn.Module:
+    """NKAT-ViT for a variant, or timm's ViT ("timm") with the same stem and dimensions."""
+    if variant != "timm":
+        return NKATViT(**{**model_cfg, **VARIANTS[variant]})
+    stem, _ = build_conv_stem(model_cfg["conv_stem"], model_cfg["in_chans"])
+    return VisionTransformer(
+        img_size=model_cfg["img_size"], patch_size=model_cfg["patch_size"],
+        in_chans=model_cfg["in_chans"], num_classes=model_cfg["num_classes"],
+        embed_dim=model_cfg["embed_dim"], depth=model_cfg["depth"],
+        num_heads=model_cfg["num_heads"], mlp_ratio=model_cfg["mlp_ratio"],
+        embed_layer=functools.partial(HybridEmbed, backbone=stem),
+    )
+
+
+class Bench:
+    """One model's training step (AdamW) and inference pass on a fixed random batch."""
+
+    def __init__(self, model_cfg: dict, variant: str, args) -> None:
+        self.device = torch.device(args.device)
+        self.model = build(model_cfg, variant).to(self.device)
+        if args.compile:
+            self.model = torch.compile(self.model)
+        size, chans = model_cfg["img_size"], model_cfg["in_chans"]
+        self.x = torch.randn(args.batch, chans, size, size, device=self.device)
+        self.y = torch.randint(0, model_cfg["num_classes"], (args.batch,), device=self.device)
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=1e-4,
+                                           fused=self.device.type == "cuda" or None)
+        self.autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16)
+                         if args.precision == "bf16-mixed" else nullcontext())
+
+    def train_step(self) -> None:
+        self.model.train()
+        with self.autocast:
+            loss = torch.nn.functional.cross_entropy(self.model(self.x), self.y)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+
+    @torch.inference_mode()
+    def infer_step(self) -> None:
+        self.model.eval()
+        with self.autocast:
+            self.model(self.x)
+
+    def rate(self, step, steps: int) -> float:
+        """Images/s over ``steps`` calls, after 2 warm-up calls."""
+        for _ in range(2):
+            step()
+        self.sync()
+        start = time.perf_counter()
+        for _ in range(steps):
+            step()
+        self.sync()
+        return steps * len(self.x) / (time.perf_counter() - start)
+
+    def sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+
+
+def peak_memory_mb(model_cfg: dict, variant: str, args, train: bool) -> float:
+    """Peak memory of a few steps: CUDA allocator peak, or growth of this process's peak RSS
+    (meant to run in a fresh process)."""
+    if args.device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated()
+    else:
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    bench = Bench(model_cfg, variant, args)
+    for _ in range(3):
+        bench.train_step() if train else bench.infer_step()
+    if args.device == "cuda":
+        return (torch.cuda.max_memory_allocated() - before) / 2**20
+    return (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+
+
+def command_seconds(*args: str) -> float:
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "nkat_lightning.train", *args], check=True,
+                   capture_output=True, timeout=900)
+    return time.perf_counter() - start
+
+
+def startup_times() -> dict[str, float]:
+    """Wall time of ``--help`` and of a run that stops after its first training step (on
+    synthetic MNIST files)."""
+    from nkat_lightning.data.synthetic import write_mnist_like
+
+    with tempfile.TemporaryDirectory() as tmp:
+        write_mnist_like(Path(tmp) / "data", "MNIST")
+        first_step = command_seconds(
+            "data=mnist", "trainer.max_steps=1", "trainer.limit_val_batches=0",
+            "test_after_fit=false", "trainer.accelerator=cpu", "data.val_size=32",
+            f"paths.data_dir={tmp}/data", f"hydra.run.dir={tmp}/run")
+    return {"--help": command_seconds("--help"), "to first training step": first_step}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--precision", default="32-true", choices=["32-true", "bf16-mixed"])
+    parser.add_argument("--compile", action="store_true")
+    parser.add_argument("--presets", nargs="+", default=list(PRESETS), choices=list(PRESETS))
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--steps", type=int, default=5, help="timed steps per round")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--no-startup", action="store_true", help="skip the command timings")
+    args = parser.parse_args()
+    variants = ["timm", *VARIANTS]
+    spawn = multiprocessing.get_context("spawn")
+    print(f"device {args.device}, {args.precision}, compile={args.compile}, batch {args.batch}, "
+          f"{torch.get_num_threads()} threads; median of {args.rounds} rounds x {args.steps} steps")
+    for preset in args.presets:
+        model_cfg = preset_model_config(preset)
+        benches = {v: Bench(model_cfg, v, args) for v in variants}
+        rates = {(v, kind): [] for v in variants for kind in ("train", "infer")}
+        for _ in range(args.rounds):  # interleaved: noise hits every model alike
+            for v, bench in benches.items():
+                rates[v, "train"].append(bench.rate(bench.train_step, args.steps))
+                rates[v, "infer"].append(bench.rate(bench.infer_step, args.steps))
+        median = {key: statistics.median(values) for key, values in rates.items()}
+        memory = {}
+        for v in variants:
+            for kind in ("train", "infer"):  # a fresh process each: peak RSS only grows
+                with ProcessPoolExecutor(1, mp_context=spawn) as pool:
+                    memory[v, kind] = pool.submit(peak_memory_mb, model_cfg, v, args,
+                                                  kind == "train").result()
+        params = sum(p.numel() for p in benches["(a) plain"].model.parameters())
+        print(f"\n{preset}: {model_cfg['img_size']}px x{model_cfg['in_chans']}, stem "
+              f"{model_cfg['conv_stem']}, patch {model_cfg['patch_size']}, dim "
+              f"{model_cfg['embed_dim']} x {model_cfg['depth']}, {params / 1e6:.2f}M parameters")
+        print(f"  {'model':18} {'train img/s':>12} {'infer img/s':>12} {'train MB':>9} "
+              f"{'infer MB':>9}")
+        for v in variants:
+            print(f"  {v:18} {median[v, 'train']:12.0f} {median[v, 'infer']:12.0f} "
+                  f"{memory[v, 'train']:9.0f} {memory[v, 'infer']:9.0f}")
+        for model, peer, target in TARGETS:
+            for kind in ("train", "infer"):
+                ratio = median[model, kind] / median[peer, kind]
+                verdict = "OK" if ratio >= target else "BELOW"
+                print(f"  {kind:5} {model} / {peer}: {ratio:.2f} (target >= {target}) {verdict}")
+    if not args.no_startup:
+        print()
+        for name, seconds in startup_times().items():
+            print(f"command {name}: {seconds:.1f} s")
+
+
+if __name__ == "__main__":
+    main()

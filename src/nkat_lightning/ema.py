@@ -1,0 +1,34 @@
+"""EMA of the weights with a decay warm-up, as Lightning's ``WeightAveraging`` callback.
+
+Lightning's ``EMAWeightAveraging`` uses a fixed decay from the first step, so with 0.9995 the
+validated weights stay mostly the random initial ones for thousands of steps. The decay here
+ramps up as ``min(decay, (1 + n) / (10 + n))`` over the first ``n`` updates, as timm's
+``ModelEmaV3`` does (timm's class is not a Lightning callback).
+"""
+
+from __future__ import annotations
+
+import torch
+from lightning.pytorch.callbacks import WeightAveraging
+
+
+def warmup_decay(decay: float, updates: int) -> float:
+    return min(decay, (1 + updates) / (10 + updates))
+
+
+def ema_multi_avg_fn(decay: float):
+    """``multi_avg_fn`` for ``torch.optim.swa_utils.AveragedModel``: one fused lerp per step."""
+
+    def update(averaged: list[torch.Tensor], current: list[torch.Tensor], num_averaged) -> None:
+        weight = 1.0 - warmup_decay(decay, int(num_averaged))
+        torch._foreach_lerp_(averaged, current, weight)
+
+    return update
+
+
+class EMAWithWarmup(WeightAveraging):
+    """Validation, test and the saved checkpoints use the EMA weights (Lightning's swap)."""
+
+    def __init__(self, decay: float) -> None:
+        super().__init__(multi_avg_fn=ema_multi_avg_fn(decay))
+        self.decay = decay
