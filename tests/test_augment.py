@@ -88,8 +88,8 @@ def test_mixup_gives_soft_targets_with_label_smoothing(tmp_path):
 
 
 def test_ema_weights_are_validated_and_checkpointed(synthetic_root, tmp_path):
-    cfg = compose_train(["data=mnist", "optim.ema=0.5", *TINY_MODEL, *FAST], tmp_path,
-                        data_root=synthetic_root)
+    cfg = compose_train(["data=mnist", "optim.ema=0.5", "model.conv_stem=tiny", *TINY_MODEL,
+                         *FAST], tmp_path, data_root=synthetic_root)
     results = train(cfg)
     checkpoint = torch.load(results["best_ckpt"], weights_only=True)
     ema, current = checkpoint["state_dict"], checkpoint["current_model_state"]

@@ -21,7 +21,12 @@ def ema_multi_avg_fn(decay: float):
 
     def update(averaged: list[torch.Tensor], current: list[torch.Tensor], num_averaged) -> None:
         weight = 1.0 - warmup_decay(decay, int(num_averaged))
-        torch._foreach_lerp_(averaged, current, weight)
+        pairs = [(a, c) for a, c in zip(averaged, current, strict=True) if a.is_floating_point()]
+        if pairs:
+            torch._foreach_lerp_([a for a, _ in pairs], [c for _, c in pairs], weight)
+        for a, c in zip(averaged, current, strict=True):
+            if not a.is_floating_point():  # counters such as BatchNorm's num_batches_tracked
+                a.copy_(c)
 
     return update
 
