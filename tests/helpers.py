@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
 import sys
+import time
 
 from hydra.core.global_hydra import GlobalHydra
 
@@ -34,3 +37,17 @@ SUBPROCESS_ENV = {**os.environ, "WANDB_MODE": "offline", "HYDRA_FULL_ERROR": "0"
 def module_command(module: str, *args: str) -> list[str]:
     """argv of ``python -m <module> ARGS`` in a fresh interpreter (for subprocess)."""
     return [sys.executable, "-c", LAUNCH, module, *args]
+
+
+def start_then_signal(command: list[str], cwd, ready, sig: int = signal.SIGKILL,
+                      timeout: float = 300) -> int:
+    """Run ``command`` in its own process group; once ``ready()`` is true send ``sig`` to the
+    group; return the exit code."""
+    process = subprocess.Popen(command, cwd=cwd, env=SUBPROCESS_ENV, start_new_session=True,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + timeout
+    while not ready() and time.time() < deadline:
+        assert process.poll() is None, "the run ended before it could be interrupted"
+        time.sleep(0.05)
+    os.killpg(process.pid, sig)
+    return process.wait(timeout=120)

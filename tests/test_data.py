@@ -133,5 +133,20 @@ def test_corrupt_data_file_is_one_clear_error(tmp_path):
     images = tmp_path / "root" / "MNIST" / "raw" / "train-images-idx3-ubyte"
     images.write_bytes(images.read_bytes()[:1000])  # truncated, as by an interrupted copy
     dm = make_datamodule("mnist", tmp_path / "root", tmp_path, "data.offline_dirs=[]")
-    with pytest.raises(DataNotFoundError, match=r"MNIST: unreadable, \w+"):
+    with pytest.raises(DataNotFoundError, match=r"MNIST: unreadable \(RuntimeError: shape"):
+        dm.prepare_data()
+
+
+def test_truncated_offline_archive_is_reported_not_raised(tmp_path):
+    staging = tmp_path / "staging"
+    write_mnist_like(staging, "MNIST")
+    offline = tmp_path / "offline"
+    offline.mkdir()
+    for raw in (staging / "MNIST" / "raw").iterdir():
+        with open(raw, "rb") as src, gzip.open(offline / f"{raw.name}.gz", "wb") as dst:
+            shutil.copyfileobj(src, dst)
+    archive = offline / "train-images-idx3-ubyte.gz"
+    archive.write_bytes(archive.read_bytes()[:200])  # an interrupted download
+    dm = make_datamodule("mnist", tmp_path / "root", tmp_path, f"data.offline_dirs=[{offline}]")
+    with pytest.raises(DataNotFoundError, match=r"offline copy in .*offline: could not be copied"):
         dm.prepare_data()

@@ -2,35 +2,27 @@
 resumes; seeds make runs identical; a NaN loss stops a run and keeps its last checkpoint."""
 
 import json
-import os
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 import torch
 
-from helpers import FAST, SUBPROCESS_ENV, TINY_MODEL, compose_train, module_command
+from helpers import (
+    FAST,
+    SUBPROCESS_ENV,
+    TINY_MODEL,
+    compose_train,
+    module_command,
+    start_then_signal,
+)
 from nkat_lightning.data.synthetic import write_mnist_like
 from nkat_lightning.errors import NonFiniteLossError
 from nkat_lightning.train import train
 
 N_TRAIN, VAL, BATCH, EPOCHS = 2032, 32, 16, 2
 STEPS_PER_EPOCH = (N_TRAIN - VAL) // BATCH
-
-
-def start_and_stop_after_step(command, cwd: Path, ckpt: Path, step: int, sig: int) -> int:
-    """Run ``command``; send ``sig`` once ``ckpt`` holds a step beyond ``step``; return the
-    exit code."""
-    process = subprocess.Popen(command, cwd=cwd, env=SUBPROCESS_ENV, start_new_session=True,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    while not (ckpt.is_file() and saved_step(ckpt) > step) and time.time() < deadline:
-        assert process.poll() is None, "the run ended before it could be interrupted"
-        time.sleep(0.05)
-    os.killpg(process.pid, sig)
-    return process.wait(timeout=120)
 
 
 def saved_step(path: Path) -> int:
@@ -50,21 +42,24 @@ def test_sigkill_then_sigterm_mid_epoch_and_the_same_command_finishes_the_run(tm
         f"paths.data_dir={tmp_path / 'data'}", f"hydra.run.dir={run_dir}")
     checkpoints = run_dir / "checkpoints"
 
-    start_and_stop_after_step(command, tmp_path, checkpoints / "last.ckpt", 0, signal.SIGKILL)
-    killed_at = saved_step(checkpoints / "last.ckpt")
+    last, interrupted = checkpoints / "last.ckpt", checkpoints / "interrupted.ckpt"
+
+    start_then_signal(command, tmp_path, last.is_file, signal.SIGKILL)
+    killed_at = saved_step(last)
     assert 0 < killed_at < EPOCHS * STEPS_PER_EPOCH and not (run_dir / "results.json").exists()
 
-    code = start_and_stop_after_step(command, tmp_path, checkpoints / "last.ckpt", killed_at,
-                                     signal.SIGTERM)
-    assert code == 143 and (checkpoints / "interrupted.ckpt").is_file()
-    interrupted_at = saved_step(checkpoints / "interrupted.ckpt")
-    assert interrupted_at > killed_at  # the SIGTERM run had resumed, not restarted
+    code = start_then_signal(command, tmp_path, lambda: saved_step(last) > killed_at,
+                             signal.SIGTERM)
+    assert code == 143 and interrupted.is_file()
+    interrupted_at = saved_step(interrupted)
 
     done = subprocess.run(command, cwd=tmp_path, env=SUBPROCESS_ENV, capture_output=True,
                           text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     log = (run_dir / "train.log").read_text()
-    assert log.count("resuming from") == 2 and "interrupted.ckpt" in log
+    assert f"resuming from {last}" in log and f"resuming from {interrupted}" in log
+    assert {p.name for p in (run_dir / "csv").glob("metrics.*.csv")} == {
+        "metrics.0.csv", "metrics.1.csv"}  # each resumed run kept the earlier metrics
     results = json.loads((run_dir / "results.json").read_text())
     assert results["epochs"] == EPOCHS
     assert results["global_step"] == EPOCHS * STEPS_PER_EPOCH  # as an uninterrupted run

@@ -63,3 +63,16 @@ def test_suite_reports_a_missing_data_set_then_resumes_to_a_full_scoreboard(synt
     assert saved["per_data_set"]["cifar10"]["acc"] == cifar["test_acc"]
     assert (tmp_path / "suite" / "scoreboard.png").stat().st_size > 0
     assert "| global_tpe |" in (tmp_path / "suite" / "scoreboard.md").read_text()
+
+
+def test_scoreboard_goes_to_wandb_only_when_the_runs_did(tmp_path):
+    from omegaconf import OmegaConf
+
+    from nkat_lightning.suite import run_wandb_settings
+    OmegaConf.save({"logger": {"csv": {}, "wandb": {"project": "p", "offline": True}}},
+                   tmp_path / "config.yaml")
+    runs = {"mnist": {"status": "failed", "reason": "x"},
+            "cifar10": {"status": "ok", "run_dir": str(tmp_path)}}
+    assert run_wandb_settings(runs) == {"project": "p", "offline": True}
+    OmegaConf.save({"logger": {"csv": {}}}, tmp_path / "config.yaml")
+    assert run_wandb_settings(runs) is None

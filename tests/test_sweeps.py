@@ -1,16 +1,20 @@
 """Sweeps through the Optuna Hydra sweeper: the seed's two-stage selective search, the
 Pareto search, and the report on a sweep."""
 
-import os
-import signal
 import subprocess
-import time
 from pathlib import Path
 
 import optuna
 import pytest
 
-from helpers import FAST, SUBPROCESS_ENV, TINY_MODEL, module_command, run_hydra_main
+from helpers import (
+    FAST,
+    SUBPROCESS_ENV,
+    TINY_MODEL,
+    module_command,
+    run_hydra_main,
+    start_then_signal,
+)
 from nkat_lightning import report, selective
 from nkat_lightning import train as train_entry
 from nkat_lightning.selective import suite_overrides
@@ -122,14 +126,7 @@ def test_a_killed_sweep_continues_and_resumes_its_interrupted_trial(synthetic_ro
         "nkat_lightning.train", "-m", "hparams_search=compact", "hydra.sweeper.n_trials=1",
         "data=mnist", "model.depth=1", *TINY_MODEL[:1], *FAST, "trainer.max_epochs=40",
         f"paths.data_dir={synthetic_root}", f"hydra.sweep.dir={sweep}")
-    first = subprocess.Popen(command, cwd=tmp_path, env=SUBPROCESS_ENV, start_new_session=True,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    while not list(sweep.glob("0_*/checkpoints/last.ckpt")) and time.time() < deadline:
-        assert first.poll() is None, "the sweep ended before it could be killed"
-        time.sleep(0.2)
-    os.killpg(first.pid, signal.SIGKILL)
-    first.wait()
+    start_then_signal(command, tmp_path, lambda: any(sweep.glob("0_*/checkpoints/last.ckpt")))
     [run_dir] = sweep.glob("0_*")
     assert not (run_dir / "results.json").exists()
 

@@ -83,3 +83,9 @@ def test_curves_hold_every_epoch_of_train_and_val(tiny_run):
     assert {name: sorted(values) for name, values in series.items()} == {
         name: [0, 1] for name in ("train/loss_epoch", "train/acc", "val/acc", "val/loss")}
     assert series["val/acc"][1] == pytest.approx(tiny_run[1]["metrics"]["val/acc"])
+
+
+def test_logged_metrics_list_is_what_a_run_logs(tiny_run):
+    from nkat_lightning.module import LOGGED_METRICS
+    logged = {k for k in tiny_run[1]["metrics"] if not k.startswith("lr-")}
+    assert logged == set(LOGGED_METRICS)

@@ -14,21 +14,26 @@ import torch.nn.functional as F
 from nkat_lightning.models import NKATViT
 
 
+def rows_normalised(attn: torch.Tensor) -> torch.Tensor:
+    """Attention rows scaled to sum to 1 (the NKAT factor 1 + c * theta scales whole rows)."""
+    attn = attn.float()
+    return attn / attn.sum(-1, keepdim=True).clamp_min(1e-12)
+
+
 def attention_rollout(maps: list[torch.Tensor], grid: tuple[int, int], img_size: int,
                       prefix_tokens: int = 1) -> torch.Tensor:
     """Roll-out (Abnar & Zuidema, 2020) of the class token over the patches, per image.
 
-    ``maps`` are the layers' attention weights (B, heads, N, N). Heads are averaged, the
-    residual path is added as 0.5 A + 0.5 I, rows are renormalised (the NKAT factor makes
-    them sum to other than 1) and the layers multiplied in order. The class token's row over
+    ``maps`` are the layers' attention weights (B, heads, N, N). Rows are renormalised (the
+    NKAT factor makes them sum to other than 1), heads averaged, the residual path added as
+    0.5 A + 0.5 I, and the layers multiplied in order. The class token's row over
     the patch tokens, on the token grid, is upsampled to the image and scaled to [0, 1].
     Written here because neither timm nor torchvision has it.
     """
     rollout = None
     for attn in maps:
-        a = attn.float().mean(1)
-        a = 0.5 * a + 0.5 * torch.eye(a.shape[-1], device=a.device)
-        a = a / a.sum(-1, keepdim=True)
+        a = 0.5 * rows_normalised(attn).mean(1) + 0.5 * torch.eye(attn.shape[-1],
+                                                                  device=attn.device)
         rollout = a if rollout is None else a @ rollout
     cls_row = rollout[:, 0, prefix_tokens:].reshape(-1, 1, *grid)
     heat = F.interpolate(cls_row, size=(img_size, img_size), mode="bilinear", align_corners=False)
@@ -43,7 +48,7 @@ def attention_statistics(maps: list[torch.Tensor]) -> list[dict]:
     and the share of attention weights that are exactly zero (removed by top-k / top-p)."""
     stats = []
     for attn in maps:
-        p = attn.float()
+        p = rows_normalised(attn)
         entropy = -(p * p.clamp_min(1e-12).log()).sum(-1)
         stats.append({
             "entropy": float(entropy.mean()),

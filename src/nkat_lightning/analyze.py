@@ -181,7 +181,8 @@ def plot_layers(nkat: list[dict], stats: list[dict], path: Path) -> None:
 
 
 def log_to_wandb(cfg, images: dict[str, Path], run_dir: Path) -> None:
-    """A W&B run of job type 'analysis' in the training run's project and group."""
+    """A W&B run of job type 'analysis' in the training run's project (and its group, when
+    one was set by name)."""
     from nkat_lightning.loggers import wandb_logger
 
     settings = OmegaConf.to_container(cfg.logger.wandb, resolve=False)

@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint, OnExceptionCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
+from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 INTERRUPTED = "interrupted"  # checkpoints/interrupted.ckpt
@@ -40,15 +41,19 @@ def periodic_checkpoint(dirpath: str, minutes: float) -> ModelCheckpoint:
 
 
 class InterruptCheckpoint(OnExceptionCheckpoint):
-    """On Ctrl-C or SIGTERM, saves ``interrupted.ckpt`` before the run exits (Lightning stops
-    after the current batch). Other exceptions save nothing, so a run that fails (a NaN loss,
-    say) keeps its last good checkpoint. Removed again when the run finishes."""
+    """On Ctrl-C or SIGTERM during training, saves ``interrupted.ckpt`` before the run exits
+    (Lightning stops after the current batch). Nothing is saved when other exceptions end the
+    run (a NaN loss keeps the last good checkpoint), nor during validation or testing, when
+    the module may hold the EMA weights instead of its own (the newest last.ckpt serves
+    then). Removed again when the run finishes."""
 
     def __init__(self, dirpath: str) -> None:
         super().__init__(dirpath=dirpath, filename=INTERRUPTED)
 
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
-        if isinstance(exception, KeyboardInterrupt | SIGTERMException):
+        interrupted = isinstance(exception, KeyboardInterrupt | SIGTERMException)
+        training = trainer.state.fn == TrainerFn.FITTING and trainer.training
+        if interrupted and training:
             super().on_exception(trainer, pl_module, exception)
 
 

@@ -12,7 +12,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from nkat_lightning.data.emnist import emnist_num_classes
-from nkat_lightning.errors import ConfigError
+from nkat_lightning.errors import ConfigError, describe
 from nkat_lightning.models import check_patch_grid
 from nkat_lightning.models.attention import FILTER_MODES
 from nkat_lightning.models.embedding import CONV_STEMS
@@ -89,11 +89,15 @@ def _validate_aug(aug: dict, data: dict) -> None:
         _fail("data.batch_size", data["batch_size"], "must be even when Mixup/CutMix is on")
 
 
+def stem_name(value) -> str:
+    """YAML 1.1 reads a bare ``off`` as false."""
+    return "off" if value is False else value
+
+
 def _check_before_resolving(cfg: DictConfig) -> None:
     """Values that other values are computed from (the patch size from the stem, the classes
     from the EMNIST split): checked first, so the error names them and not what they broke."""
-    stem = cfg.model.get("conv_stem")
-    stem = "off" if stem is False else stem  # YAML 1.1 reads a bare `off` as false
+    stem = stem_name(cfg.model.get("conv_stem"))
     if stem not in CONV_STEMS:
         _fail("model.conv_stem", stem, f"allowed: {', '.join(CONV_STEMS)}")
     if cfg.data.get("split") is not None:
@@ -110,12 +114,10 @@ def validate_config(cfg: DictConfig) -> dict:
     try:
         resolved = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
     except Exception as error:  # OmegaConf wraps resolver errors; show the cause only
-        cause = str(error.__cause__ or error).splitlines()[0]
-        raise ConfigError(f"config cannot be resolved: {cause}") from None
+        raise ConfigError(f"config cannot be resolved: {describe(error.__cause__ or error)}") from None
     model, data, optim = resolved["model"], resolved["data"], resolved["optim"]
 
-    if model["conv_stem"] is False:  # YAML 1.1 reads a bare `off` as false
-        model["conv_stem"] = "off"
+    model["conv_stem"] = stem_name(model["conv_stem"])
     try:
         check_patch_grid(model["img_size"], model["conv_stem"], model["patch_size"])
     except ValueError as error:

@@ -2,8 +2,9 @@
 
 Lightning's ``EMAWeightAveraging`` uses a fixed decay from the first step, so with 0.9995 the
 validated weights stay mostly the random initial ones for thousands of steps. The decay here
-ramps up as ``min(decay, (1 + n) / (10 + n))`` over the first ``n`` updates, as timm's
-``ModelEmaV3`` does (timm's class is not a Lightning callback).
+ramps up as ``min(decay, (1 + n) / (10 + n))`` over the first ``n`` updates, the
+``num_updates`` form of TensorFlow's ``ExponentialMovingAverage`` (timm's ``ModelEmaV3`` warms
+up too, but is not a Lightning callback).
 """
 
 from __future__ import annotations
@@ -36,4 +37,3 @@ class EMAWithWarmup(WeightAveraging):
 
     def __init__(self, decay: float) -> None:
         super().__init__(multi_avg_fn=ema_multi_avg_fn(decay))
-        self.decay = decay

@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 
+def describe(error: BaseException, limit: int = 200) -> str:
+    """``Type: first line of the message`` (just the type when the message is empty)."""
+    lines = str(error).splitlines()
+    return f"{type(error).__name__}: {lines[0][:limit]}" if lines else type(error).__name__
+
+
 class UserError(Exception):
     """A problem the user can fix (config, data); its message says what and how."""
 

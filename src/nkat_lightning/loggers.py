@@ -60,13 +60,14 @@ def wandb_logger(offline: bool | str = "auto", save_dir: str = ".", group: str |
     return WandbLogger(offline=offline, save_dir=save_dir, group=group, tags=tags, **kwargs)
 
 
-def log_scoreboard(board: dict, plot: Path, out: Path, group: str) -> None:
+def log_scoreboard(board: dict, plot: Path, out: Path, group: str,
+                   project: str = "nkat-lightning", offline: bool | str = "auto") -> None:
     """The suite's scoreboard as a W&B table (one row per data set) plus its plot and the
     global scores, in a run of job type 'scoreboard' in the suite's group."""
     import wandb
 
-    offline = resolve_offline("auto", str(out))
-    run = wandb.init(project="nkat-lightning", group=group, job_type="scoreboard",
+    offline = resolve_offline(offline, str(out))
+    run = wandb.init(project=project, group=group, job_type="scoreboard",
                      name=f"{group}-scoreboard", dir=str(out), tags=["suite"],
                      mode="offline" if offline else "online")
     table = wandb.Table(columns=["data set", "status", "test acc", "params", "lambda", "local TPE"])

@@ -17,9 +17,9 @@ from nkat_lightning.errors import NonFiniteLossError
 from nkat_lightning.metrics import count_parameters, lambda_theory, tpe
 from nkat_lightning.models import NKATViT
 
-#: What a run logs, for ``optimized_metric`` (train/loss is logged per step and per epoch).
-LOGGED_METRICS = ("train/loss_step", "train/loss_epoch", "train/acc", "val/loss", "val/acc",
-                  "val/acc_best", "val/tpe", "val/tpe_best", "test/loss", "test/acc", "test/tpe",
+#: What a run logs, for ``optimized_metric`` (train/loss also as _step and _epoch).
+LOGGED_METRICS = ("train/loss", "train/loss_step", "train/loss_epoch", "train/acc", "val/loss",
+                  "val/acc", "val/acc_best", "val/tpe", "val/tpe_best", "test/loss", "test/acc", "test/tpe",
                   "model/params", "model/lambda")
 
 

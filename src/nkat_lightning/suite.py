@@ -16,6 +16,7 @@ import traceback
 from pathlib import Path
 
 from hydra.errors import HydraException
+from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from nkat_lightning.config import compose_train_config, run_name
@@ -57,6 +58,18 @@ def run_one(name: str, overrides: list[str], out: Path, data_root: Path | None) 
                 "reason": f"{type(error).__name__}: {error} (traceback in {out / name / 'error.txt'})"}
 
 
+def run_wandb_settings(runs: dict) -> dict | None:
+    """The W&B project and offline choice of the suite's runs (from a finished run's saved
+    config), or None when they did not log to W&B."""
+    for run in runs.values():
+        config = Path(run.get("run_dir") or "") / "config.yaml"
+        if run["status"] == "ok" and config.is_file():
+            wandb = (OmegaConf.load(config).get("logger") or {}).get("wandb")
+            return None if wandb is None else {"project": wandb.get("project"),
+                                               "offline": wandb.get("offline", "auto")}
+    return None
+
+
 def run_suite(overrides: list[str], out: Path, data_sets: list[str] = DATA_SETS,
               data_root: Path | None = None, gate: float | None = None) -> dict:
     """Run every data set, write ``scoreboard.{json,md,png}`` into ``out``; return the board.
@@ -85,8 +98,9 @@ def run_suite(overrides: list[str], out: Path, data_sets: list[str] = DATA_SETS,
             filtered = {"data_set": name, "local_tpe": runs[name]["test_tpe"], "gate": gate}
     board = build_scoreboard(runs, data_sets, filtered)
     paths = write_scoreboard(board, out)
-    if "logger=wandb" in overrides:
-        log_scoreboard(board, paths["plot"], out, group)
+    wandb_settings = run_wandb_settings(runs)
+    if wandb_settings is not None:
+        log_scoreboard(board, paths["plot"], out, group, **wandb_settings)
     print(to_markdown(board))
     print("scoreboard: " + ", ".join(str(p) for p in paths.values()))
     return board

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import shutil
@@ -10,11 +11,12 @@ from pathlib import Path
 
 import hydra
 import lightning as L
-from lightning.pytorch.callbacks import ModelCheckpoint, ModelSummary, ProgressBar
+from lightning.pytorch.callbacks import Checkpoint, ModelCheckpoint, ModelSummary, ProgressBar
+from lightning.pytorch.plugins.io import CheckpointIO
 from lightning.pytorch.utilities import rank_zero_info
 from omegaconf import DictConfig
 
-from nkat_lightning.checkpointing import AtomicCheckpointIO, checkpoint_to_resume
+from nkat_lightning.checkpointing import INTERRUPTED, AtomicCheckpointIO, checkpoint_to_resume
 from nkat_lightning.config import CONFIG_DIR, validate_config
 from nkat_lightning.curves import plot_curves
 from nkat_lightning.ema import EMAWithWarmup
@@ -36,26 +38,53 @@ SUMMARY_KEYS = ["data", "params", "lambda", "val_acc_best", "test_acc", "test_tp
                 "wall_time_s", "gate"]
 
 
-def _checkpoint_to_resume(resume: str, run_dir: Path) -> str | None:
-    """``auto``: this run's newest of interrupted.ckpt / last.ckpt; ``never``: none (and the old
-    checkpoints are removed); else the given path."""
+def prepare_resume(resume: str, run_dir: Path, is_global_zero: bool) -> str | None:
+    """The checkpoint to resume from: ``auto``, this run's newest of interrupted.ckpt /
+    last.ckpt; ``never``, none (the old checkpoints are removed); else the given path. When
+    resuming, the earlier metrics.csv is kept (before any logger would delete it)."""
     if resume == "never":
-        shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
+        if is_global_zero:
+            shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
         return None
     found = checkpoint_to_resume(run_dir / "checkpoints") if resume == "auto" else resume
-    if found is None:
-        return None
-    keep_csv_history(run_dir / "csv")
-    return str(found)
+    if found is not None and is_global_zero:
+        keep_csv_history(run_dir / "csv")
+    return None if found is None else str(found)
 
 
 def switched_off_removed(callbacks: list, trainer_cfg: dict) -> list:
-    """Drop the progress bar / model summary callbacks when the trainer switches them off
-    (``trainer.enable_progress_bar=false``), which Lightning would reject."""
+    """Drop the callbacks of what the trainer switches off (``trainer.enable_progress_bar``,
+    ``enable_model_summary``, ``enable_checkpointing`` = false), which Lightning would reject."""
     off = tuple(kind for key, kind in (("enable_progress_bar", ProgressBar),
-                                       ("enable_model_summary", ModelSummary))
+                                       ("enable_model_summary", ModelSummary),
+                                       ("enable_checkpointing", Checkpoint))
                 if trainer_cfg.get(key) is False)
     return [c for c in callbacks if not isinstance(c, off)] if off else callbacks
+
+
+@contextlib.contextmanager
+def stop_cleanly_on_interrupt(trainer: L.Trainer, run_dir: Path):
+    """Ctrl-C or SIGTERM end in SystemExit from Lightning (after the current batch): say what
+    was saved and how to resume, and exit with 130 / 143 as an interrupted program does."""
+    try:
+        yield
+    except SystemExit:
+        saved = run_dir / "checkpoints" / f"{INTERRUPTED}.ckpt"
+        where = f"saved {saved}" if saved.is_file() else "the newest checkpoint stays"
+        message = (f"interrupted at step {trainer.global_step}; {where}. Run the same command "
+                   "again to resume.")
+        log.info(message)
+        rank_zero_info(message)
+        raise SystemExit(143 if trainer.received_sigterm else 130) from None
+
+
+def with_atomic_checkpoints(plugins: list | None) -> list:
+    """The trainer's plugins, plus atomic checkpoint writes unless one of them is a
+    CheckpointIO already."""
+    plugins = list(plugins or [])
+    if not any(isinstance(p, CheckpointIO) for p in plugins):
+        plugins.append(AtomicCheckpointIO())
+    return plugins
 
 
 def keep_csv_history(csv_dir: Path) -> None:
@@ -93,37 +122,32 @@ def train(cfg: DictConfig) -> dict:
     if resolved["optim"].get("ema", 0):  # validation, test and checkpoints see the EMA weights
         callbacks.append(EMAWithWarmup(decay=resolved["optim"]["ema"]))
     loggers = instantiate_all(cfg.get("logger"))
-    plugins = {} if cfg.trainer.get("plugins") else {"plugins": [AtomicCheckpointIO()]}
-    trainer: L.Trainer = build(cfg.trainer, callbacks=callbacks, logger=loggers or False, **plugins)
+    trainer: L.Trainer = build(cfg.trainer, callbacks=callbacks, logger=loggers or False,
+                               plugins=with_atomic_checkpoints(build(cfg.trainer.get("plugins"))))
+    ckpt_path = prepare_resume(resolved["resume"], run_dir, trainer.is_global_zero)
     if trainer.is_global_zero:
         save_resolved_config(resolved, run_dir)
-    for logger in trainer.loggers:  # the whole resolved config, not only the module's part
-        logger.log_hyperparams(resolved)
-
-    ckpt_path = _checkpoint_to_resume(resolved["resume"], run_dir)
-    if ckpt_path:
-        rank_zero_info(f"Resuming from {ckpt_path}")
-    if trainer.is_global_zero:
         log.info("fit %s (%d parameters) in %s%s", resolved["data"]["name"], module.num_params,
                  run_dir, f", resuming from {ckpt_path}" if ckpt_path else "")
-    start = time.perf_counter()
+    if ckpt_path:
+        rank_zero_info(f"Resuming from {ckpt_path}")
     try:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
-    except SystemExit:  # Ctrl-C or SIGTERM: Lightning stopped after a batch, we saved a checkpoint
-        message = (f"interrupted at step {trainer.global_step}; saved "
-                   f"{run_dir / 'checkpoints' / 'interrupted.ckpt'}. Run the same command again "
-                   "to resume.")
-        log.info(message)
-        rank_zero_info(message)
-        raise SystemExit(143 if trainer.received_sigterm else 130) from None
-    fit_metrics = dict(trainer.callback_metrics)
-
-    checkpoint = next((c for c in callbacks if isinstance(c, ModelCheckpoint) and c.monitor), None)
-    best = checkpoint.best_model_path if checkpoint else ""
-    test_metrics: dict = {}
-    if resolved["test_after_fit"]:
-        trainer.test(module, datamodule=datamodule, ckpt_path=best or None)
-        test_metrics = dict(trainer.callback_metrics)
+        for logger in trainer.loggers:  # the whole resolved config, not only the module's part
+            logger.log_hyperparams(resolved)
+        start = time.perf_counter()
+        with stop_cleanly_on_interrupt(trainer, run_dir):
+            trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+        fit_metrics = dict(trainer.callback_metrics)
+        checkpoint = next((c for c in callbacks if isinstance(c, ModelCheckpoint) and c.monitor),
+                          None)
+        best = checkpoint.best_model_path if checkpoint else ""
+        test_metrics: dict = {}
+        if resolved["test_after_fit"]:
+            with stop_cleanly_on_interrupt(trainer, run_dir):
+                trainer.test(module, datamodule=datamodule, ckpt_path=best or None)
+            test_metrics = dict(trainer.callback_metrics)
+    finally:  # a failed run closes its W&B run too, so the next run of a sweep gets its own
+        finish_loggers(loggers)
 
     results = {
         "data": resolved["data"]["name"],
@@ -144,7 +168,6 @@ def train(cfg: DictConfig) -> dict:
     }
     if resolved.get("gate"):
         results["gate"] = gate_verdict(results, **resolved["gate"])
-    finish_loggers(loggers)
     if trainer.is_global_zero:
         write_json(results_path, results)
         plot_curves(run_dir)

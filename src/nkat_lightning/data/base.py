@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader, Dataset, Subset, random_split
 
 from nkat_lightning.data.tensor_dataset import UInt8ImageDataset, images_and_targets, return_batch
 from nkat_lightning.data.transforms import BatchTransform, build_image_transform
-from nkat_lightning.errors import DataNotFoundError
+from nkat_lightning.errors import DataNotFoundError, describe
 
 DOWNLOAD_TIMEOUT_S = 30
 
@@ -127,8 +127,21 @@ class ImageDataModule(L.LightningDataModule, abc.ABC):
             self.make_dataset(train=True)
             self.make_dataset(train=False)
         except Exception as error:  # torchvision's readers fail in many ways on a bad file
-            return f"unreadable, {type(error).__name__}: {str(error).splitlines()[0][:200]}"
+            return f"unreadable ({describe(error)})"
         return None
+
+    def prepare_offline_copy(self, source: Path) -> str | None:
+        """Prepare ``root`` from the original files in ``source``; None when that worked,
+        else what went wrong."""
+        if not source.is_dir():
+            return "no such folder"
+        try:
+            if not self.prepare_from(source):
+                return "original files not found"
+        except Exception as error:  # a truncated .gz or archive
+            return f"could not be copied ({describe(error)})"
+        problem = self.prepared_problem()
+        return None if problem is None else f"copied, but the copy is {problem}"
 
     def prepare_data(self) -> None:
         problem = self.prepared_problem()
@@ -136,9 +149,9 @@ class ImageDataModule(L.LightningDataModule, abc.ABC):
             return
         tried = [f"prepared files under {self.root / self.folder}: {problem}"]
         for source in self.offline_dirs:
-            if source.is_dir() and self.prepare_from(source) and self.prepared_problem() is None:
+            state = self.prepare_offline_copy(source)
+            if state is None:
                 return
-            state = "no such folder" if not source.is_dir() else "original files not found"
             tried.append(f"offline copy in {source}: {state}")
         if self.download:
             error = self._try_download()
@@ -162,7 +175,7 @@ class ImageDataModule(L.LightningDataModule, abc.ABC):
             self.make_dataset(train=True, download=True)
             self.make_dataset(train=False, download=True)
         except Exception as error:  # network errors come in many types; all mean "not here"
-            return f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+            return describe(error)
         finally:
             socket.setdefaulttimeout(previous)
         return None

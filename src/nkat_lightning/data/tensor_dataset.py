@@ -44,7 +44,7 @@ class UInt8ImageDataset(Dataset):
         return (self.transform(image) if self.transform else image), self.targets[index]
 
     def __getitems__(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        index = torch.as_tensor(indices)
+        index = torch.as_tensor(indices, dtype=torch.long)
         images = self.images[index]
         if self.transform is not None:
             images = torch.stack([self.transform(image) for image in images])
