@@ -96,21 +96,27 @@ def test_emnist_orientation_and_labels(split, synthetic_root, tmp_path):
     assert image[:step, step : 2 * step].min() == 255
 
 
+def gzipped_offline_copy(tmp_path, folder: str) -> tuple:
+    """Debian's layout: the four IDX files gzipped in one folder; returns it and the originals."""
+    staging = tmp_path / "staging"
+    write_mnist_like(staging, folder)
+    offline = tmp_path / "offline"
+    offline.mkdir()
+    for raw in (staging / folder / "raw").iterdir():
+        with open(raw, "rb") as src, gzip.open(offline / f"{raw.name}.gz", "wb") as dst:
+            shutil.copyfileobj(src, dst)
+    return offline, staging / folder / "raw"
+
+
 def test_offline_copy_is_prepared_into_root(tmp_path):
     """Debian's layout: the four .gz files in one folder; prepared into root/<folder>/raw."""
-    staging = tmp_path / "staging"
-    write_mnist_like(staging, "FashionMNIST")
-    debian = tmp_path / "usr-share-datasets-fashion-mnist"
-    debian.mkdir()
-    for raw in (staging / "FashionMNIST" / "raw").iterdir():
-        with open(raw, "rb") as src, gzip.open(debian / f"{raw.name}.gz", "wb") as dst:
-            shutil.copyfileobj(src, dst)
+    debian, originals = gzipped_offline_copy(tmp_path, "FashionMNIST")
     root = tmp_path / "root"
     dm = make_datamodule("fashion_mnist", root, tmp_path,
                          f"data.offline_dirs=[{tmp_path / 'nowhere'},{debian}]")
     dm.prepare_data()
     assert sorted(p.name for p in (root / "FashionMNIST" / "raw").iterdir()) == sorted(
-        p.name for p in (staging / "FashionMNIST" / "raw").iterdir())
+        p.name for p in originals.iterdir())
     dm.setup("test")
     assert len(dm.test_set) == 80
 
@@ -138,13 +144,7 @@ def test_corrupt_data_file_is_one_clear_error(tmp_path):
 
 
 def test_truncated_offline_archive_is_reported_not_raised(tmp_path):
-    staging = tmp_path / "staging"
-    write_mnist_like(staging, "MNIST")
-    offline = tmp_path / "offline"
-    offline.mkdir()
-    for raw in (staging / "MNIST" / "raw").iterdir():
-        with open(raw, "rb") as src, gzip.open(offline / f"{raw.name}.gz", "wb") as dst:
-            shutil.copyfileobj(src, dst)
+    offline, _ = gzipped_offline_copy(tmp_path, "MNIST")
     archive = offline / "train-images-idx3-ubyte.gz"
     archive.write_bytes(archive.read_bytes()[:200])  # an interrupted download
     dm = make_datamodule("mnist", tmp_path / "root", tmp_path, f"data.offline_dirs=[{offline}]")
