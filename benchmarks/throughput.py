@@ -6,7 +6,7 @@ training and inference images/s and peak memory of timm's ViT and of NKAT-ViT wi
 against the targets: (a)/timm >= 0.95, (b)/(a) >= 0.6, (c)/(a) >= 0.9. Timings interleave the
 models over several rounds and take the median, so machine noise hits all of them alike. Peak
 memory is the CUDA allocator's peak on a GPU and the growth of the process's peak RSS on the
-CPU (each model measured in a fresh process). It also times ``--help`` and a command's path to
+CPU (each model measured in a fresh process, Linux). It also times ``--help`` and a command's path to
 its first training step.
 
     python benchmarks/throughput.py [--device cpu|cuda] [--precision 32-true|bf16-mixed]
@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import functools
 import multiprocessing
-import resource
 import statistics
 import subprocess
 import sys
@@ -116,20 +115,30 @@ class Bench:
             torch.cuda.synchronize()
 
 
+def rss_kib(field: str) -> int:
+    """VmRSS (now) or VmHWM (peak since the last reset) of this process, in KiB (Linux)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
 def peak_memory_mb(model_cfg: dict, variant: str, args, train: bool) -> float:
-    """Peak memory of a few steps: CUDA allocator peak, or growth of this process's peak RSS
-    (meant to run in a fresh process)."""
+    """Peak memory of building the model and running a few steps: the CUDA allocator's peak,
+    or on the CPU the rise of the process's peak RSS above its RSS before (the peak is reset
+    through /proc/self/clear_refs, so the imports' own peak does not hide it)."""
     if args.device == "cuda":
         torch.cuda.reset_peak_memory_stats()
         before = torch.cuda.memory_allocated()
     else:
-        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
+        before = rss_kib("VmRSS")
     bench = Bench(model_cfg, variant, args)
     for _ in range(3):
         bench.train_step() if train else bench.infer_step()
     if args.device == "cuda":
         return (torch.cuda.max_memory_allocated() - before) / 2**20
-    return (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    return (rss_kib("VmHWM") - before) / 1024
 
 
 def command_seconds(*args: str) -> float:
@@ -148,7 +157,7 @@ def startup_times() -> dict[str, float]:
         write_mnist_like(Path(tmp) / "data", "MNIST")
         first_step = command_seconds(
             "data=mnist", "trainer.max_steps=1", "trainer.limit_val_batches=0",
-            "test_after_fit=false", "trainer.accelerator=cpu", "data.val_size=32",
+            "test_after_fit=false", "callbacks=minimal", "trainer.accelerator=cpu", "data.val_size=32",
             f"paths.data_dir={tmp}/data", f"hydra.run.dir={tmp}/run")
     return {"--help": command_seconds("--help"), "to first training step": first_step}
 

@@ -176,3 +176,21 @@ def test_split_heads_need_four_head_groups():
     with pytest.raises(ValueError, match="divisible by 4"):
         NKATViT(img_size=32, in_chans=3, patch_size=4, embed_dim=36, num_heads=6,
                 split_heads=True)
+
+
+def test_fixed_and_learned_temperature_give_the_same_output():
+    torch.manual_seed(0)
+    fixed = NKATAttention(32, num_heads=4, temperature=0.65)
+    learned = NKATAttention(32, num_heads=4, temperature=0.65, learnable_temperature=True)
+    learned.load_state_dict(fixed.state_dict())
+    x = torch.randn(2, 9, 32)
+    torch.testing.assert_close(fixed(x), learned(x))
+
+
+def test_fixed_temperature_follows_loads_and_settings():
+    source, target = NKATAttention(32, temperature=0.5), NKATAttention(32, temperature=1.0)
+    target.load_state_dict(source.state_dict())
+    assert target.fixed_temperature == pytest.approx(0.5)
+    target.set_temperature(2.0)
+    assert target.fixed_temperature == pytest.approx(2.0)
+    assert float(target.temperature) == pytest.approx(2.0)

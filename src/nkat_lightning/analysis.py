@@ -96,6 +96,5 @@ def reliability_bins(probs: torch.Tensor, targets: torch.Tensor, n_bins: int = 1
 
 def scaled_temperatures(net: NKATViT, factor: float) -> None:
     """Multiply every layer's attention temperature by ``factor`` (in place)."""
-    with torch.no_grad():
-        for attn in net.nkat_attentions():
-            attn.log_temperature.add_(math.log(factor))
+    for attn in net.nkat_attentions():
+        attn.set_temperature(float(attn.temperature) * factor)

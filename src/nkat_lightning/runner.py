@@ -28,6 +28,10 @@ def build(config, **kwargs):
     return instantiate(config, _execution_whitelist_=TRUSTED_TARGETS, **kwargs)
 
 
+def in_multirun() -> bool:
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
 def report_user_errors(task):
     """Print a ``UserError`` as one message and exit 2 instead of a traceback; in a multirun
     re-raise it so the sweeper records the trial as failed."""
@@ -37,8 +41,7 @@ def report_user_errors(task):
         try:
             return task(cfg)
         except UserError as error:
-            multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
-            if multirun:
+            if in_multirun():
                 raise
             print(f"error: {error}", file=sys.stderr)
             sys.exit(2)

@@ -26,6 +26,7 @@ from nkat_lightning.runner import (
     RESULTS_FILE,
     build,
     finish_loggers,
+    in_multirun,
     instantiate_all,
     print_results,
     report_user_errors,
@@ -201,7 +202,9 @@ def objective(results: dict, metric_name) -> float | list[float] | None:
 @hydra.main(config_path=CONFIG_DIR, config_name="train")
 @report_user_errors
 def main(cfg: DictConfig) -> float | list[float] | None:
-    return objective(train(cfg), cfg.get("optimized_metric"))
+    """Train; in a multirun, return ``optimized_metric`` to the sweeper."""
+    results = train(cfg)
+    return objective(results, cfg.get("optimized_metric")) if in_multirun() else None
 
 
 if __name__ == "__main__":

@@ -118,8 +118,9 @@ class NKATAttention(nn.Module):
         log_t = torch.tensor(math.log(temperature))
         if learnable_temperature:
             self.log_temperature = nn.Parameter(log_t)
-        else:
+        else:  # kept in the state dict; forward reads the float copy (no tensor op, no sync)
             self.register_buffer("log_temperature", log_t)
+        self.fixed_temperature = None if learnable_temperature else float(temperature)
         self.top_k = top_k if top_k else None
         self.top_p = top_p if top_p is not None and top_p < 1.0 else None
         self.filter_mode = filter_mode
@@ -139,6 +140,25 @@ class NKATAttention(nn.Module):
     def temperature(self) -> torch.Tensor:
         return self.log_temperature.exp()
 
+    def set_temperature(self, value: float) -> None:
+        """Set the temperature (learned or fixed) in place."""
+        with torch.no_grad():
+            self.log_temperature.fill_(math.log(value))
+        if self.fixed_temperature is not None:
+            self.fixed_temperature = float(value)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        if self.fixed_temperature is not None:
+            self.fixed_temperature = float(self.log_temperature.exp())
+
+    def logit_scale(self) -> float | torch.Tensor:
+        """head_dim^-0.5 / temperature: a float for a fixed temperature, so the fused kernel
+        takes it as its ``scale``; a tensor (with its gradient) for a learned one."""
+        if self.fixed_temperature is not None:
+            return self.scale / self.fixed_temperature
+        return self.scale / self.temperature
+
     @property
     def nkat_coefficient(self) -> float:
         return self.nkat_strength * self.nkat_decay**self.layer_index
@@ -152,7 +172,8 @@ class NKATAttention(nn.Module):
         """Per-token factor ``1 + c * theta`` of shape (B, 1, N, 1), or None when off."""
         if not self.nkat_strength:
             return None
-        var, mean = torch.var_mean(x.float(), dim=-1, unbiased=False)
+        x = x if x.dtype == torch.float32 else x.float()  # statistics in fp32 under autocast
+        var, mean = torch.var_mean(x, dim=-1, unbiased=False)
         theta = self.alpha * torch.tanh(mean) + self.beta * torch.sigmoid(var)
         return (1.0 + self.nkat_coefficient * theta).to(x.dtype)[:, None, :, None]
 
@@ -165,11 +186,13 @@ class NKATAttention(nn.Module):
         qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)
         q, k = self.q_norm(q), self.k_norm(k)
-        q = q * (self.scale / self.temperature).to(q.dtype)
+        scale = self.logit_scale()
+        if isinstance(scale, torch.Tensor):  # learned temperature: scale q, keep the gradient
+            q, scale = q * scale.to(q.dtype), 1.0
         factor = self.modulation(x)
 
         if self.filters_active() or self.keep_attention_map:
-            logits = q @ k.transpose(-2, -1)
+            logits = (q * scale) @ k.transpose(-2, -1)
             if attn_mask is not None:
                 logits = logits + attn_mask
             if self.filters_active():
@@ -184,7 +207,7 @@ class NKATAttention(nn.Module):
         else:
             out = F.scaled_dot_product_attention(
                 q, k, v, attn_mask=attn_mask, dropout_p=self.attn_drop.p if self.training else 0.0,
-                scale=1.0,
+                scale=scale,
             )
             if factor is not None:
                 out = out * factor
