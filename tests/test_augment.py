@@ -1,5 +1,6 @@
 """Augmentation packs, Mixup/CutMix soft targets and EMA."""
 
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -12,6 +13,7 @@ from helpers import FAST, TINY_MODEL, compose_train
 from nkat_lightning.config import validate_config
 from nkat_lightning.data.transforms import BatchTransform, PerImageRandAugment, build_image_transform
 from nkat_lightning.errors import ConfigError
+from nkat_lightning.eval import evaluate
 from nkat_lightning.module import NKATLitModule
 from nkat_lightning.train import train
 
@@ -89,12 +91,15 @@ def test_mixup_gives_soft_targets_with_label_smoothing(tmp_path):
 
 def test_ema_weights_are_validated_and_checkpointed(synthetic_root, tmp_path):
     cfg = compose_train(["data=mnist", "optim.ema=0.5", "model.conv_stem=tiny", *TINY_MODEL,
-                         *FAST], tmp_path, data_root=synthetic_root)
+                         *FAST, "trainer.limit_test_batches=null"], tmp_path,
+                        data_root=synthetic_root)
     results = train(cfg)
     checkpoint = torch.load(results["best_ckpt"], weights_only=True)
     ema, current = checkpoint["state_dict"], checkpoint["current_model_state"]
     assert ema.keys() == current.keys()
     assert any(not torch.equal(ema[k], current[k]) for k in ema if ema[k].is_floating_point())
+    # the test after fit ran on the EMA weights, as a later eval of the checkpoint does
+    assert evaluate(Path(results["best_ckpt"]))["loss"] == pytest.approx(results["test_loss"])
 
 
 def test_channel_shuffle_permutes_rgb_only(tmp_path):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import torch
 from lightning.pytorch.callbacks import WeightAveraging
+from lightning.pytorch.trainer.states import TrainerFn
 
 
 def warmup_decay(decay: float, updates: int) -> float:
@@ -37,3 +38,10 @@ class EMAWithWarmup(WeightAveraging):
 
     def __init__(self, decay: float) -> None:
         super().__init__(multi_avg_fn=ema_multi_avg_fn(decay))
+
+    def on_load_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
+        """Resuming a fit restores both models; testing or validating a checkpoint keeps its
+        ``state_dict``, the EMA weights (Lightning's callback would load the raw ones after
+        a fit in the same process, and test those)."""
+        if trainer.state.fn == TrainerFn.FITTING:
+            super().on_load_checkpoint(trainer, pl_module, checkpoint)
