@@ -11,6 +11,7 @@ interrupted one from its last checkpoint.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import traceback
 from pathlib import Path
@@ -83,7 +84,7 @@ def run_suite(overrides: list[str], out: Path, data_sets: list[str] = DATA_SETS,
         raise ConfigError(f"unknown data set(s) {unknown}; choose from {DATA_SETS}")
     group = next((item.split("=", 1)[1] for item in overrides if item.startswith("group=")), None)
     if group is None:  # a suite's W&B runs share a group
-        group = f"{SUITE_GROUP_PREFIX}{out.resolve().name}"
+        group = SUITE_GROUP_PREFIX + re.sub(r"[^A-Za-z0-9_.-]", "_", out.resolve().name)
         overrides = [*overrides, f"group={group}"]
     runs, filtered = {}, None
     for index, name in enumerate(data_sets, 1):
