@@ -68,16 +68,20 @@ def calibration(probs: torch.Tensor, targets: torch.Tensor, num_classes: int) ->
     }
 
 
-def temperature_sweep(net, datamodule, max_images: int | None, num_classes: int) -> list[dict]:
-    """Accuracy and ECE with every layer's attention temperature scaled by each factor."""
+def temperature_sweep(net, datamodule, max_images: int | None, num_classes: int,
+                      unscaled: dict) -> list[dict]:
+    """Accuracy and ECE with every layer's attention temperature scaled by each factor;
+    ``unscaled`` holds the scores at factor 1, already computed."""
     rows = []
     for factor in TEMPERATURE_FACTORS:
-        scaled_temperatures(net, factor)
-        try:
-            probs, targets = predict(net, datamodule, max_images)
-        finally:
-            scaled_temperatures(net, 1.0 / factor)
-        scores = calibration(probs, targets, num_classes)
+        scores = unscaled
+        if factor != 1.0:
+            scaled_temperatures(net, factor)
+            try:
+                probs, targets = predict(net, datamodule, max_images)
+            finally:
+                scaled_temperatures(net, 1.0 / factor)
+            scores = calibration(probs, targets, num_classes)
         rows.append({"factor": factor, "accuracy": scores["accuracy"], "ece": scores["ece"]})
     return rows
 
@@ -210,7 +214,7 @@ def analyze(target: Path, overrides: list[str] | None = None, images: int = 8,
     probs, targets = predict(net, datamodule, max_images)
     scores = calibration(probs, targets, num_classes)
     bins = reliability_bins(probs, targets)
-    sweep = temperature_sweep(net, datamodule, max_images, num_classes)
+    sweep = temperature_sweep(net, datamodule, max_images, num_classes, scores)
 
     sample, labels = sample_images(datamodule, images)
     x = datamodule.to_model_input(sample, train=False)

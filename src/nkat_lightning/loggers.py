@@ -8,9 +8,11 @@ import os
 from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
-from hydra.types import RunMode
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_info
+
+from nkat_lightning.runner import in_multirun
+from nkat_lightning.scoreboard import data_set_status
 
 SUITE_GROUP_PREFIX = "suite-"
 
@@ -42,7 +44,7 @@ def group_and_tags(group: str | None, tags: list[str] | None) -> tuple[str | Non
     tags = list(tags or [])
     if group == "auto":
         group = None
-        if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+        if in_multirun():
             group = Path(HydraConfig.get().sweep.dir).name
             tags.append("sweep")
     elif group and group.startswith(SUITE_GROUP_PREFIX):
@@ -72,12 +74,9 @@ def log_scoreboard(board: dict, plot: Path, out: Path, group: str,
                      mode="offline" if offline else "online")
     table = wandb.Table(columns=["data set", "status", "test acc", "params", "lambda", "local TPE"])
     for name in board["data_sets"]:
-        row = board["per_data_set"].get(name)
-        if row:
-            table.add_data(name, "ok", row["acc"], row["params"], row["lambda"], row["tpe"])
-        else:
-            table.add_data(name, "failed" if name in board["failed"] else "skipped",
-                           None, None, None, None)
+        row = board["per_data_set"].get(name, {})
+        table.add_data(name, data_set_status(board, name), row.get("acc"), row.get("params"),
+                       row.get("lambda"), row.get("tpe"))
     payload = {"scoreboard": table, "scoreboard_plot": wandb.Image(str(plot))}
     for key, score in (board["scores"] or {}).items():
         payload[f"suite/{key}"] = score["value"]

@@ -48,13 +48,19 @@ def build_scoreboard(runs: dict[str, dict], data_sets: list[str], filtered: dict
             "scores": scores}
 
 
+def data_set_status(board: dict, name: str) -> str:
+    """``ok``, ``failed`` or ``skipped`` (after a FILTERED gate)."""
+    if name in board["per_data_set"]:
+        return "ok"
+    return "skipped" if name in board["skipped"] else "failed"
+
+
 def to_markdown(board: dict) -> str:
     lines = ["| data set | test acc | params | lambda | local TPE |", "|---|---|---|---|---|"]
     for name in board["data_sets"]:
         row = board["per_data_set"].get(name)
         if row is None:
-            state = "skipped" if name in board["skipped"] else "failed"
-            lines.append(f"| {name} | {state} | - | - | - |")
+            lines.append(f"| {name} | {data_set_status(board, name)} | - | - | - |")
         else:
             lines.append(f"| {name} | {row['acc']:.4f} | {row['params']:,} | {row['lambda']:.4f} "
                          f"| {row['tpe']:.3f} |")

@@ -41,8 +41,8 @@ class PerImageRandAugment(v2.RandAugment):
     """torchvision's RandAugment for a uint8 batch (B, C, H, W), with the op and its sign drawn
     for every image as per-image calls would, then applied at once to all images that drew the
     same: at most 2 x 23 batched calls (14 ops, 9 of them in two signs) instead of 2 per
-    image. (torchvision's own class draws once
-    per call, so one batch would share its ops; timm's works on single PIL images.)
+    image. (torchvision's own class draws once per call, so one batch would share its ops;
+    timm's works on single PIL images.)
 
     Every op of the space acts on each image of a batch separately (contrast, equalize and
     autocontrast use per-image statistics), so grouping changes nothing but the speed.
