@@ -34,6 +34,7 @@ from timm.models.vision_transformer_hybrid import HybridEmbed
 from nkat_lightning.config import compose_train_config, validate_config
 from nkat_lightning.models import NKATViT
 from nkat_lightning.models.embedding import build_conv_stem
+from nkat_lightning.models.nkat_vit import architecture
 
 PRESETS = {  # name -> overrides of the train config
     "mnist": ["experiment=compact_mnist"],
@@ -52,7 +53,7 @@ TARGETS = [("(a) plain", "timm", 0.95), ("(b) top-k+top-p", "(a) plain", 0.6),
 def preset_model_config(preset: str) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         cfg = compose_train_config(PRESETS[preset], Path(tmp))
-        return validate_config(cfg)["model"]
+        return architecture(validate_config(cfg)["model"])
 
 
 def build(model_cfg: dict, variant: str) -> torch.nn.Module:

@@ -16,6 +16,7 @@ from nkat_lightning.errors import ConfigError, describe
 from nkat_lightning.models import check_patch_grid
 from nkat_lightning.models.attention import FILTER_MODES
 from nkat_lightning.models.embedding import CONV_STEMS
+from nkat_lightning.models.nkat_vit import RUNTIME_OPTIONS
 from nkat_lightning.module import LOGGED_METRICS
 
 CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
@@ -140,6 +141,9 @@ def validate_config(cfg: DictConfig) -> dict:
         _fail("model.top_p", model["top_p"], "must be in (0, 1], or null for off")
     if model["filter_mode"] not in FILTER_MODES:
         _fail("model.filter_mode", model["filter_mode"], f"allowed: {', '.join(FILTER_MODES)}")
+    for key in RUNTIME_OPTIONS:
+        if not isinstance(model.get(key, False), bool):
+            _fail(f"model.{key}", model[key], "must be true or false")
     for key in ("dropout_attn", "dropout_embed", "drop_path"):
         if not 0 <= model[key] < 1:
             _fail(f"model.{key}", model[key], "must be in [0, 1)")

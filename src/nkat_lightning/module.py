@@ -16,6 +16,7 @@ from torchmetrics.classification import MulticlassAccuracy
 from nkat_lightning.errors import NonFiniteLossError
 from nkat_lightning.metrics import count_parameters, lambda_theory, tpe
 from nkat_lightning.models import NKATViT
+from nkat_lightning.models.nkat_vit import architecture
 
 #: What a run logs, for ``optimized_metric`` (train/loss also as _step and _epoch).
 LOGGED_METRICS = ("train/loss", "train/loss_step", "train/loss_epoch", "train/acc", "val/loss",
@@ -36,16 +37,22 @@ class NKATLitModule(L.LightningModule):
 
     ``model``, ``optim``, ``aug`` and (for provenance and eval) ``data`` are plain dicts,
     saved as hyperparameters, so a checkpoint alone rebuilds the module and loads under
-    ``torch.load(weights_only=True)``. Training uses label smoothing, and timm's Mixup/CutMix
-    with soft targets when ``aug.mixup`` or ``aug.cutmix`` is on; val/test use plain
-    cross-entropy.
+    ``torch.load(weights_only=True)``. ``model.compile`` compiles the network in place
+    (``nn.Module.compile``), so parameter names and checkpoints stay those of the plain model;
+    ``model.channels_last`` keeps the conv weights and the input batch channels-last.
+    Training uses label smoothing, and timm's Mixup/CutMix with soft targets when
+    ``aug.mixup`` or ``aug.cutmix`` is on; val/test use plain cross-entropy.
     """
 
     def __init__(self, model: dict, optim: dict, data: dict | None = None,
                  aug: dict | None = None) -> None:
         super().__init__()
         self.save_hyperparameters()
-        self.net = NKATViT(**model)
+        self.net = NKATViT(**architecture(model))
+        self.compile_net = bool(model.get("compile", False))
+        self.channels_last = bool(model.get("channels_last", False))
+        if self.channels_last:
+            self.net.to(memory_format=torch.channels_last)
         self.optim_cfg = optim
         num_classes = model["num_classes"]
         smoothing = optim.get("label_smoothing", 0.0)
@@ -73,7 +80,14 @@ class NKATLitModule(L.LightningModule):
     def hparams_from_checkpoint(path) -> dict:
         return torch.load(path, map_location="cpu", weights_only=True)["hyper_parameters"]
 
+    def configure_model(self) -> None:
+        """Compile here, after callbacks such as EMA have copied the plain network."""
+        if self.compile_net and self.net._compiled_call_impl is None:
+            self.net.compile()
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         return self.net(x)
 
     def on_train_start(self) -> None:

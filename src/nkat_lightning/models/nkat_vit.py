@@ -10,6 +10,14 @@ from timm.models.vision_transformer import VisionTransformer
 from nkat_lightning.models.attention import NKATAttention
 from nkat_lightning.models.embedding import CONV_STEMS, NKATEmbed, stem_output_size
 
+#: Keys of the ``model`` config that say how to run the network, not what it is.
+RUNTIME_OPTIONS = ("compile", "channels_last")
+
+
+def architecture(model_cfg: dict) -> dict:
+    """The ``model`` config without its runtime options: the keywords of ``NKATViT``."""
+    return {key: value for key, value in model_cfg.items() if key not in RUNTIME_OPTIONS}
+
 
 def check_patch_grid(img_size: int, conv_stem: str, patch_size: int) -> None:
     """Raise ValueError, in one line, unless ``patch_size`` tiles the stem's feature map."""

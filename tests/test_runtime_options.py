@@ -1,0 +1,61 @@
+"""``model.compile`` and ``model.channels_last``: how the network runs, not what it is."""
+
+import pytest
+import torch
+
+from helpers import FAST, TINY_MODEL, compose_train
+from nkat_lightning.models import NKATViT
+from nkat_lightning.models.nkat_vit import architecture
+from nkat_lightning.module import NKATLitModule
+from nkat_lightning.train import train
+
+STEM_MODEL = [*TINY_MODEL, "model.conv_stem=tiny"]
+
+
+def plain_network(checkpoint_path: str) -> tuple[NKATViT, dict]:
+    """The checkpoint's weights loaded strictly into a plain, uncompiled NKAT-ViT."""
+    checkpoint = torch.load(checkpoint_path, weights_only=True)
+    net = NKATViT(**architecture(checkpoint["hyper_parameters"]["model"]))
+    weights = {k.removeprefix("net."): v for k, v in checkpoint["state_dict"].items()}
+    net.load_state_dict(weights, strict=True)
+    return net.eval(), checkpoint
+
+
+@pytest.mark.slow
+def test_compiled_run_trains_compiled_and_saves_plain_checkpoints(synthetic_root, tmp_path):
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    cfg = compose_train(["data=mnist", *STEM_MODEL, *FAST, "model.compile=true", "optim.ema=0.9"],
+                        tmp_path, data_root=synthetic_root)
+    results = train(cfg)
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] >= 1  # the compiled path ran
+    net, checkpoint = plain_network(results["best_ckpt"])
+    assert not any("_orig_mod" in key for key in checkpoint["state_dict"])
+    assert checkpoint["hyper_parameters"]["model"]["compile"] is True
+    module = NKATLitModule(**checkpoint["hyper_parameters"])
+    module.load_state_dict(checkpoint["state_dict"])  # strict: the names are the plain ones
+    x = torch.randn(4, 1, 28, 28)
+    module.configure_model()
+    with torch.no_grad():
+        torch.testing.assert_close(module.eval()(x), net(x), rtol=1e-4, atol=1e-4)
+    torch._dynamo.reset()
+
+
+def test_channels_last_changes_the_layout_not_the_result(synthetic_root, tmp_path):
+    cfg = compose_train(["data=mnist", *STEM_MODEL, *FAST, "model.channels_last=true"],
+                        tmp_path, data_root=synthetic_root)
+    results = train(cfg)
+    net, checkpoint = plain_network(results["best_ckpt"])
+    module = NKATLitModule(**checkpoint["hyper_parameters"]).eval()
+    module.load_state_dict(checkpoint["state_dict"])
+    stem_conv = module.net.patch_embed.backbone[1][1].conv  # 32 -> 64 channels
+    assert stem_conv.weight.is_contiguous(memory_format=torch.channels_last)
+    x = torch.randn(4, 1, 28, 28)
+    with torch.no_grad():
+        torch.testing.assert_close(module(x), net(x), rtol=1e-5, atol=1e-5)
+
+
+def test_runtime_options_are_not_model_keywords():
+    model_cfg = {"embed_dim": 32, "depth": 1, "num_heads": 2, "compile": True,
+                 "channels_last": True}
+    assert architecture(model_cfg) == {"embed_dim": 32, "depth": 1, "num_heads": 2}
