@@ -122,6 +122,17 @@ def test_modulation_scales_rows_by_one_plus_c_theta():
     torch.testing.assert_close(attn.attention_map.sum(-1), expected[:, None, :].expand(2, 2, 4))
 
 
+def test_modulation_statistics_hold_for_offset_and_bf16_inputs():
+    attn = _attention(nkat_strength=0.5)
+    x = 3.0 + 0.1 * torch.randn(2, 4, 16)  # mean far above the spread: no cancellation loss
+    var, mean = torch.var_mean(x, dim=-1, unbiased=False)
+    expected = 1 + 0.5 * (0.1 * torch.tanh(mean) + 0.05 * torch.sigmoid(var))
+    torch.testing.assert_close(attn.modulation(x)[:, 0, :, 0], expected)
+    half = attn.modulation(x.bfloat16())
+    assert half.dtype == torch.bfloat16
+    torch.testing.assert_close(half[:, 0, :, 0].float(), expected, rtol=1e-2, atol=1e-2)
+
+
 def test_filters_change_output_and_respect_filter_mode():
     x = torch.randn(2, 9, 16)
     plain = _attention()(x)

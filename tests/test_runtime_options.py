@@ -35,7 +35,7 @@ def test_compiled_run_trains_compiled_and_saves_plain_checkpoints(synthetic_root
     module = NKATLitModule(**checkpoint["hyper_parameters"])
     module.load_state_dict(checkpoint["state_dict"])  # strict: the names are the plain ones
     x = torch.randn(4, 1, 28, 28)
-    module.configure_model()
+    module.setup("test")
     with torch.no_grad():
         torch.testing.assert_close(module.eval()(x), net(x), rtol=1e-4, atol=1e-4)
     torch._dynamo.reset()

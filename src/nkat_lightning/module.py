@@ -80,8 +80,9 @@ class NKATLitModule(L.LightningModule):
     def hparams_from_checkpoint(path) -> dict:
         return torch.load(path, map_location="cpu", weights_only=True)["hyper_parameters"]
 
-    def configure_model(self) -> None:
-        """Compile here, after callbacks such as EMA have copied the plain network."""
+    def setup(self, stage: str) -> None:
+        """Compile here, after callbacks' setup (the EMA copy) and not in ``configure_model``,
+        which Lightning's ``WeightAveraging`` warns about."""
         if self.compile_net and self.net._compiled_call_impl is None:
             self.net.compile()
 
