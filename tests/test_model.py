@@ -3,7 +3,7 @@ import itertools
 import pytest
 import torch
 
-from nkat_lightning.models import NKATAttention, NKATViT, check_patch_grid, nucleus_topk_mask
+from nkat_lightning.models import NKATAttention, NKATViT, check_patch_grid, filtered_softmax
 from nkat_lightning.models.embedding import CONV_STEMS
 
 SHAPES = {"mnist": (28, 1, {"off": 7, "tiny": 1, "small": 1}),
@@ -74,24 +74,34 @@ def reference_mask(logits: torch.Tensor, k: int | None, p: float | None) -> torc
     return keep
 
 
+def reference_softmax(logits: torch.Tensor, k, p) -> torch.Tensor:
+    return logits.masked_fill(~reference_mask(logits, k, p), float("-inf")).softmax(dim=-1)
+
+
 @pytest.mark.parametrize(("k", "p"), [(3, None), (None, 0.6), (5, 0.8), (1, 0.9), (None, 1.0)])
-def test_filter_mask_matches_reference(k, p):
+def test_filtered_softmax_matches_reference_values_and_gradients(k, p):
     torch.manual_seed(0)
-    logits = torch.randn(2, 3, 9, 11) * 2
-    assert torch.equal(nucleus_topk_mask(logits, k, p), reference_mask(logits, k, p))
+    logits = (torch.randn(2, 3, 9, 11) * 2).requires_grad_()
+    weights = torch.randn(2, 3, 9, 11)
+    fast = filtered_softmax(logits, k, p if p != 1.0 else None)
+    assert torch.equal(fast > 0, reference_mask(logits.detach(), k, p))
+    (fast_grad,) = torch.autograd.grad((fast * weights).sum(), logits)
+    expected = reference_softmax(logits, k, p)
+    (expected_grad,) = torch.autograd.grad((expected * weights).sum(), logits)
+    torch.testing.assert_close(fast, expected)
+    torch.testing.assert_close(fast_grad, expected_grad)
 
 
 def test_top_k_keeps_exactly_k_even_with_ties():
     logits = torch.zeros(4, 10)
-    assert (nucleus_topk_mask(logits, 3, None).sum(-1) == 3).all()
+    assert ((filtered_softmax(logits, 3, None) > 0).sum(-1) == 3).all()
 
 
 def test_top_p_keeps_smallest_prefix_reaching_p():
     logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]]))
-    assert nucleus_topk_mask(logits, None, 0.5).tolist() == [[True, False, False, False]]
-    assert nucleus_topk_mask(logits, None, 0.79).tolist() == [[True, True, False, False]]
-    assert nucleus_topk_mask(logits, None, 0.81).tolist() == [[True, True, True, False]]
-    assert nucleus_topk_mask(logits, None, 0.01).tolist() == [[True, False, False, False]]
+    for p, kept in [(0.5, 1), (0.79, 2), (0.81, 3), (0.01, 1)]:
+        expected = [True] * kept + [False] * (4 - kept)
+        assert (filtered_softmax(logits, None, p) > 0).tolist() == [expected]
 
 
 def _attention(**kwargs) -> NKATAttention:

@@ -40,23 +40,24 @@ class MaskedWeight(nn.Module):
         return weight * self.mask.reshape(self.mask.shape + (1,) * (weight.ndim - 2))
 
 
-def nucleus_topk_mask(logits: torch.Tensor, top_k: int | None, top_p: float | None) -> torch.Tensor:
-    """Boolean mask of the logits kept by top-k and then top-p, along the last dimension.
+def filtered_softmax(logits: torch.Tensor, top_k: int | None, top_p: float | None) -> torch.Tensor:
+    """Softmax over the logits kept by top-k and then top-p, zero elsewhere, along the last
+    dimension: ``softmax(logits)`` with every other logit set to -inf, gradient included.
 
-    One descending sort serves both filters: top-k keeps the first ``k`` ranks; top-p then keeps
-    the smallest prefix of what remains whose softmax mass reaches ``p`` (the first rank always).
+    One ``topk`` (a partial sort) serves both filters: it gives the ``k`` largest logits in
+    descending order; top-p keeps the smallest prefix of those whose softmax mass reaches ``p``
+    (the first always); the kept probabilities are scattered back into a zero row. Exactly
+    ``k`` are kept even when logits tie. The softmax is written out (max-shifted ``exp`` over
+    the sorted values) because ``softmax`` over a last dimension of ``k`` is slow on the CPU.
     """
     n = logits.shape[-1]
-    sorted_logits, order = logits.sort(dim=-1, descending=True)
-    keep = torch.ones_like(sorted_logits, dtype=torch.bool)
-    if top_k is not None and top_k < n:
-        keep[..., top_k:] = False
-    if top_p is not None and top_p < 1.0:
-        probs = sorted_logits.float().masked_fill(~keep, float("-inf")).softmax(dim=-1)
-        mass_before = probs.cumsum(dim=-1) - probs
-        keep &= mass_before < top_p
-        keep[..., 0] = True
-    return torch.empty_like(keep).scatter_(-1, order, keep)
+    values, order = logits.topk(n if top_k is None else min(top_k, n), dim=-1)
+    weights = (values - values[..., :1]).float().exp()  # softmax numerators, largest first
+    if top_p is not None:
+        mass = weights.cumsum(dim=-1)
+        weights = weights * (mass - weights < top_p * mass[..., -1:])  # mass before a rank < p
+    kept = weights / weights.sum(dim=-1, keepdim=True)
+    return kept.new_zeros(logits.shape).scatter(-1, order, kept)
 
 
 class NKATAttention(nn.Module):
@@ -199,9 +200,9 @@ class NKATAttention(nn.Module):
             if attn_mask is not None:
                 logits = logits + attn_mask
             if self.filters_active():
-                keep = nucleus_topk_mask(logits, self.top_k, self.top_p)
-                logits = logits.masked_fill(~keep, float("-inf"))
-            attn = logits.softmax(dim=-1)
+                attn = filtered_softmax(logits, self.top_k, self.top_p)
+            else:
+                attn = logits.softmax(dim=-1)
             if factor is not None:
                 attn = attn * factor
             if self.keep_attention_map:
