@@ -83,6 +83,7 @@ class BatchTransform:
         self.mean, self.std = list(mean), list(std)
         cutout = aug.get("cutout", 0)
         self.cutout_area = (cutout / img_size) ** 2 if cutout else 0.0
+        self._erasers: dict[torch.device, RandomErasing] = {}
         randaugment = aug.get("randaugment") or {}
         self.randaugment = None
         if randaugment.get("n", 0):
@@ -95,8 +96,13 @@ class BatchTransform:
         x = v2.functional.to_dtype(images, torch.float32, scale=True)
         x = v2.functional.normalize(x, self.mean, self.std)
         if train and self.cutout_area:
-            erase = RandomErasing(probability=1.0, min_area=self.cutout_area,
-                                  max_area=self.cutout_area, min_aspect=1.0, mode="const",
-                                  device=x.device)  # a square erased to the mean (0)
-            x = erase(x)
+            x = self._eraser(x.device)(x)
         return x
+
+    def _eraser(self, device: torch.device) -> RandomErasing:
+        """timm's ``RandomErasing`` for ``device`` (it draws its fill there), built once."""
+        if device not in self._erasers:
+            self._erasers[device] = RandomErasing(
+                probability=1.0, min_area=self.cutout_area, max_area=self.cutout_area,
+                min_aspect=1.0, mode="const", device=device)  # a square erased to the mean (0)
+        return self._erasers[device]
