@@ -58,7 +58,8 @@ def preset_model_config(preset: str) -> dict:
 
 
 def build(model_cfg: dict, variant: str) -> torch.nn.Module:
-    """NKAT-ViT for a variant, or timm's ViT ("timm") with the same stem and dimensions."""
+    """NKAT-ViT for a variant, or timm's ViT ("timm") with the same stem, dimensions and
+    dropout rates (NKAT-ViT's colour-wise LayerNorm, on for RGB, has no timm counterpart)."""
     if variant != "timm":
         return NKATViT(**{**model_cfg, **VARIANTS[variant]})
     stem, _ = build_conv_stem(model_cfg["conv_stem"], model_cfg["in_chans"])
@@ -67,6 +68,8 @@ def build(model_cfg: dict, variant: str) -> torch.nn.Module:
         in_chans=model_cfg["in_chans"], num_classes=model_cfg["num_classes"],
         embed_dim=model_cfg["embed_dim"], depth=model_cfg["depth"],
         num_heads=model_cfg["num_heads"], mlp_ratio=model_cfg["mlp_ratio"],
+        attn_drop_rate=model_cfg["dropout_attn"], pos_drop_rate=model_cfg["dropout_embed"],
+        drop_path_rate=model_cfg["drop_path"],  # the preset's regularisation, as NKAT-ViT gets
         embed_layer=functools.partial(HybridEmbed, backbone=stem),
     )
 

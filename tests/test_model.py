@@ -2,9 +2,10 @@ import itertools
 
 import pytest
 import torch
+from timm.layers import LayerNorm2d
 
 from nkat_lightning.models import NKATAttention, NKATViT, check_patch_grid, filtered_softmax
-from nkat_lightning.models.embedding import CONV_STEMS
+from nkat_lightning.models.embedding import CONV_STEMS, ColourLayerNorm
 
 SHAPES = {"mnist": (28, 1, {"off": 7, "tiny": 1, "small": 1}),
           "cifar10": (32, 3, {"off": 4, "tiny": 2, "small": 2})}
@@ -35,10 +36,26 @@ def test_forward_every_stem_shape_and_mode(data, stem, mode):
 def test_color_norm_is_auto_for_rgb_only():
     rgb = NKATViT(img_size=32, in_chans=3, patch_size=4, **TINY)
     grey = NKATViT(img_size=28, in_chans=1, patch_size=7, **TINY)
-    assert type(rgb.patch_embed.backbone[0]).__name__ == "LayerNorm2d"
+    assert type(rgb.patch_embed.backbone[0]).__name__ == "ColourLayerNorm"
     assert type(grey.patch_embed.backbone[0]).__name__ == "Identity"
     off = NKATViT(img_size=32, in_chans=3, patch_size=4, color_norm=False, **TINY)
     assert type(off.patch_embed.backbone[0]).__name__ == "Identity"
+
+
+def test_colour_layer_norm_equals_timms_layer_norm_2d():
+    torch.manual_seed(0)
+    ours, timms = ColourLayerNorm(3), LayerNorm2d(3)
+    with torch.no_grad():
+        for norm in (ours, timms):
+            norm.weight.copy_(torch.tensor([0.5, 1.0, 2.0]))
+            norm.bias.copy_(torch.tensor([0.1, -0.2, 0.3]))
+    x = torch.rand(4, 3, 8, 8, requires_grad=True)
+    x.data[:, :, :2] = 0.5  # grey pixels: no spread across the channels
+    y, (grad,) = ours(x), torch.autograd.grad(ours(x).square().sum(), x)
+    torch.testing.assert_close(y, timms(x), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(grad, torch.autograd.grad(timms(x).square().sum(), x)[0],
+                               rtol=1e-4, atol=1e-4)
+    assert y.is_contiguous()
 
 
 def test_seed_baseline_has_about_8m_parameters():

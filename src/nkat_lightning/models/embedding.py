@@ -3,6 +3,7 @@ the patch projection (timm's ``HybridEmbed``, which already handles a CNN in fro
 
 from __future__ import annotations
 
+import torch
 from timm.layers import ConvNormAct, LayerNorm2d
 from timm.models.vision_transformer_hybrid import HybridEmbed
 from torch import nn
@@ -16,6 +17,18 @@ CONV_STEMS: dict[str, list[tuple[int, int]]] = {
     "tiny": [(32, 2), (64, 2)],
     "small": [(64, 2), (128, 2), (128, 1)],
 }
+
+
+class ColourLayerNorm(LayerNorm2d):
+    """timm's ``LayerNorm2d`` (same parameters) computed along dim 1 in place of its two
+    permutes: for 3 channels that is 2x faster on the CPU, and the next conv gets a contiguous
+    input instead of a permuted one. Two-pass variance, since near-grey pixels have almost none.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        centred = x - x.mean(dim=1, keepdim=True)
+        normed = centred * torch.rsqrt(centred.square().mean(dim=1, keepdim=True) + self.eps)
+        return torch.addcmul(self.bias[:, None, None], normed, self.weight[:, None, None])
 
 
 def stem_output_size(img_size: int, conv_stem: str) -> int:
@@ -43,7 +56,7 @@ class NKATEmbed(HybridEmbed):
     """Colour-wise LayerNorm -> conv stem -> patch projection.
 
     Built with the keywords timm's ``VisionTransformer`` passes to ``embed_layer``. Colour-wise
-    LayerNorm (timm's ``LayerNorm2d``) normalises the channels at every pixel, absorbing
+    LayerNorm (``ColourLayerNorm``) normalises the channels at every pixel, absorbing
     per-channel statistics of RGB input. ``split_colours`` (split-head attention, RGB, no conv
     stem) projects each colour channel into its own quarter of the features.
     """
@@ -60,7 +73,7 @@ class NKATEmbed(HybridEmbed):
         **kwargs: object,
     ) -> None:
         stem, _ = build_conv_stem(conv_stem, in_chans)
-        backbone = nn.Sequential(LayerNorm2d(in_chans) if color_norm else nn.Identity(), stem)
+        backbone = nn.Sequential(ColourLayerNorm(in_chans) if color_norm else nn.Identity(), stem)
         super().__init__(
             backbone=backbone,
             img_size=img_size,
