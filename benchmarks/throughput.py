@@ -11,7 +11,7 @@ its first training step.
 
     python benchmarks/throughput.py [--device cpu|cuda] [--precision 32-true|bf16-mixed]
                                     [--compile] [--channels-last]
-                                    [--presets mnist cifar10 stage2] [--rounds 3]
+                                    [--presets mnist cifar10 stage2] [--rounds 5]
 """
 
 from __future__ import annotations
@@ -107,16 +107,18 @@ class Bench:
         with self.autocast:
             self.model(self.x)
 
-    def rate(self, step, steps: int) -> float:
-        """Images/s over ``steps`` calls, after 2 warm-up calls."""
+    def rate(self, step, steps: int, min_seconds: float) -> float:
+        """Images/s over at least ``steps`` calls and ``min_seconds``, after 2 warm-up calls
+        (short timings of small models are mostly noise)."""
         for _ in range(2):
             step()
         self.sync()
-        start = time.perf_counter()
-        for _ in range(steps):
+        calls, start = 0, time.perf_counter()
+        while calls < steps or time.perf_counter() - start < min_seconds:
             step()
+            calls += 1
         self.sync()
-        return steps * len(self.x) / (time.perf_counter() - start)
+        return calls * len(self.x) / (time.perf_counter() - start)
 
     def sync(self) -> None:
         if self.device.type == "cuda":
@@ -179,22 +181,25 @@ def main() -> None:
     parser.add_argument("--presets", nargs="+", default=list(PRESETS), choices=list(PRESETS))
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--steps", type=int, default=5, help="timed steps per round")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--min-seconds", type=float, default=1.0,
+                        help="least time per timing (more steps for fast models)")
     parser.add_argument("--no-startup", action="store_true", help="skip the command timings")
     args = parser.parse_args()
     variants = ["timm", *VARIANTS]
     spawn = multiprocessing.get_context("spawn")
     print(f"device {args.device}, {args.precision}, compile={args.compile}, "
           f"channels_last={args.channels_last}, batch {args.batch}, {torch.get_num_threads()} "
-          f"threads; median of {args.rounds} rounds x {args.steps} steps")
+          f"threads; median of {args.rounds} rounds of >= {args.steps} steps and >= "
+          f"{args.min_seconds} s")
     for preset in args.presets:
         model_cfg = preset_model_config(preset)
         benches = {v: Bench(model_cfg, v, args) for v in variants}
         rates = {(v, kind): [] for v in variants for kind in ("train", "infer")}
         for _ in range(args.rounds):  # interleaved: noise hits every model alike
             for v, bench in benches.items():
-                rates[v, "train"].append(bench.rate(bench.train_step, args.steps))
-                rates[v, "infer"].append(bench.rate(bench.infer_step, args.steps))
+                rates[v, "train"].append(bench.rate(bench.train_step, args.steps, args.min_seconds))
+                rates[v, "infer"].append(bench.rate(bench.infer_step, args.steps, args.min_seconds))
         median = {key: statistics.median(values) for key, values in rates.items()}
         memory = {}
         for v in variants:
@@ -215,7 +220,7 @@ def main() -> None:
             for kind in ("train", "infer"):
                 ratio = median[model, kind] / median[peer, kind]
                 verdict = "OK" if ratio >= target else "BELOW"
-                print(f"  {kind:5} {model} / {peer}: {ratio:.2f} (target >= {target}) {verdict}")
+                print(f"  {kind:5} {model} / {peer}: {ratio:.3f} (target >= {target}) {verdict}")
     if not args.no_startup:
         print()
         for name, seconds in startup_times().items():
