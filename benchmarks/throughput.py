@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import functools
 import multiprocessing
+import random
 import statistics
 import subprocess
 import sys
@@ -196,10 +197,14 @@ def main() -> None:
         model_cfg = preset_model_config(preset)
         benches = {v: Bench(model_cfg, v, args) for v in variants}
         rates = {(v, kind): [] for v in variants for kind in ("train", "infer")}
-        for _ in range(args.rounds):  # interleaved: noise hits every model alike
-            for v, bench in benches.items():
-                rates[v, "train"].append(bench.rate(bench.train_step, args.steps, args.min_seconds))
-                rates[v, "infer"].append(bench.rate(bench.infer_step, args.steps, args.min_seconds))
+        order = random.Random(0)
+        for _ in range(args.rounds):  # interleaved, in a new order each round: noise hits all
+            jobs = [(v, kind) for v in variants for kind in ("train", "infer")]
+            order.shuffle(jobs)
+            for v, kind in jobs:
+                bench = benches[v]
+                step = bench.train_step if kind == "train" else bench.infer_step
+                rates[v, kind].append(bench.rate(step, args.steps, args.min_seconds))
         median = {key: statistics.median(values) for key, values in rates.items()}
         memory = {}
         for v in variants:
@@ -212,10 +217,12 @@ def main() -> None:
               f"{model_cfg['conv_stem']}, patch {model_cfg['patch_size']}, dim "
               f"{model_cfg['embed_dim']} x {model_cfg['depth']}, {params / 1e6:.2f}M parameters")
         print(f"  {'model':18} {'train img/s':>12} {'infer img/s':>12} {'train MB':>9} "
-              f"{'infer MB':>9}")
+              f"{'infer MB':>9}   spread over rounds (max-min)/median: train, infer")
         for v in variants:
+            spread = [(max(rates[v, k]) - min(rates[v, k])) / median[v, k] for k in ("train", "infer")]
             print(f"  {v:18} {median[v, 'train']:12.0f} {median[v, 'infer']:12.0f} "
-                  f"{memory[v, 'train']:9.0f} {memory[v, 'infer']:9.0f}")
+                  f"{memory[v, 'train']:9.0f} {memory[v, 'infer']:9.0f}   "
+                  f"{spread[0]:.0%}, {spread[1]:.0%}")
         for model, peer, target in TARGETS:
             for kind in ("train", "infer"):
                 ratio = median[model, kind] / median[peer, kind]
