@@ -5,6 +5,7 @@ import torch
 from timm.layers import LayerNorm2d
 
 from nkat_lightning.models import NKATAttention, NKATViT, check_patch_grid, filtered_softmax
+from nkat_lightning.models.attention import NKATModulation
 from nkat_lightning.models.embedding import CONV_STEMS, ColourLayerNorm
 
 SHAPES = {"mnist": (28, 1, {"off": 7, "tiny": 1, "small": 1}),
@@ -158,6 +159,22 @@ def test_modulation_statistics_hold_for_offset_and_bf16_inputs():
     half = attn.modulation(x.bfloat16())
     assert half.dtype == torch.bfloat16
     torch.testing.assert_close(half[:, 0, :, 0].float(), expected, rtol=1e-2, atol=1e-2)
+
+
+def test_modulation_gradient_matches_autograd_of_the_definition():
+    torch.manual_seed(0)
+    x = torch.randn(3, 5, 7, dtype=torch.float64, requires_grad=True)
+    alpha = torch.tensor(0.3, dtype=torch.float64, requires_grad=True)
+    beta = torch.tensor(-0.7, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda *a: NKATModulation.apply(*a, 0.8), (x, alpha, beta))
+    var, mean = torch.var_mean(x, dim=-1, unbiased=False)
+    reference = 1 + 0.8 * (alpha * torch.tanh(mean) + beta * torch.sigmoid(var))
+    weights = torch.randn(3, 5, dtype=torch.float64)
+    ours = NKATModulation.apply(x, alpha, beta, 0.8)
+    torch.testing.assert_close(ours, reference)
+    for a, b in zip(torch.autograd.grad((ours * weights).sum(), (x, alpha, beta)),
+                    torch.autograd.grad((reference * weights).sum(), (x, alpha, beta)), strict=True):
+        torch.testing.assert_close(a, b)
 
 
 def test_filters_change_output_and_respect_filter_mode():

@@ -60,6 +60,42 @@ def filtered_softmax(logits: torch.Tensor, top_k: int | None, top_p: float | Non
     return kept.new_zeros(logits.shape).scatter(-1, order, kept)
 
 
+class NKATModulation(torch.autograd.Function):
+    """``1 + c * (alpha * tanh(mean(x)) + beta * sigmoid(var(x)))`` over the last dimension of
+    ``x``, shape (B, N), in fp32 (or fp64), with its gradient written out.
+
+    Hand-written because on the CPU autograd's graph of these many small (B, N) ops cost more
+    than the matmuls of a 16-token model's attention: here the gradient for ``x`` is one
+    ``addcmul``. The statistics come from two plain reductions, since ``torch.var_mean``'s
+    inner-dimension loop is ~50x slower on the CPU; the statistics never copy ``x``.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, alpha: torch.Tensor, beta: torch.Tensor, c: float):
+        dtype = torch.promote_types(x.dtype, torch.float32)
+        mean = x.mean(dim=-1, dtype=dtype)
+        var = torch.linalg.vector_norm(x, dim=-1, dtype=dtype).square_().div_(x.shape[-1])
+        var = var.sub_(mean.square()).clamp_min_(0.0)
+        tanh_mean, sigmoid_var = mean.tanh(), var.sigmoid()
+        ctx.save_for_backward(x, mean, tanh_mean, sigmoid_var, alpha, beta)
+        ctx.c = c
+        theta = torch.addcmul(alpha * tanh_mean, beta, sigmoid_var)
+        return theta.mul_(c).add_(1.0)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        x, mean, tanh_mean, sigmoid_var, alpha, beta = ctx.saved_tensors
+        grad_theta = grad * ctx.c
+        grad_mean = grad_theta * alpha * (1.0 - tanh_mean.square())
+        grad_var = grad_theta * beta * sigmoid_var * (1.0 - sigmoid_var)
+        n = x.shape[-1]  # d mean / dx = 1/n, d var / dx = 2 (x - mean) / n
+        shift = ((grad_mean - 2.0 * mean * grad_var) / n).unsqueeze(-1)
+        grad_x = torch.addcmul(shift, x, (2.0 / n) * grad_var.unsqueeze(-1)).to(x.dtype)
+        grad_alpha = (grad_theta * tanh_mean).sum().to(alpha.dtype)
+        grad_beta = (grad_theta * sigmoid_var).sum().to(beta.dtype)
+        return grad_x, grad_alpha, grad_beta, None
+
+
 class NKATAttention(nn.Module):
     """Self-attention with the NKAT extensions.
 
@@ -173,13 +209,8 @@ class NKATAttention(nn.Module):
         """Per-token factor ``1 + c * theta`` of shape (B, 1, N, 1), or None when off."""
         if not self.nkat_strength:
             return None
-        # Two plain fp32 reductions (no copy of x under autocast): on the CPU torch.var_mean's
-        # inner-dimension Welford loop is ~50x slower than they are for (B, N, C) inputs.
-        mean = x.mean(dim=-1, dtype=torch.float32)
-        mean_square = torch.linalg.vector_norm(x, dim=-1, dtype=torch.float32).square() / x.shape[-1]
-        var = (mean_square - mean.square()).clamp_min(0.0)
-        theta = self.alpha * torch.tanh(mean) + self.beta * torch.sigmoid(var)
-        return (1.0 + self.nkat_coefficient * theta).to(x.dtype)[:, None, :, None]
+        factor = NKATModulation.apply(x, self.alpha, self.beta, self.nkat_coefficient)
+        return factor.to(x.dtype)[:, None, :, None]
 
     def forward(
         self, x: torch.Tensor, attn_mask: torch.Tensor | None = None, is_causal: bool = False
