@@ -59,3 +59,14 @@ def test_runtime_options_are_not_model_keywords():
     model_cfg = {"embed_dim": 32, "depth": 1, "num_heads": 2, "compile": True,
                  "channels_last": True}
     assert architecture(model_cfg) == {"embed_dim": 32, "depth": 1, "num_heads": 2}
+
+
+def test_bf16_mixed_trains_every_attention_path_on_cpu(synthetic_root, tmp_path):
+    """bf16 autocast through the filtered softmax, the modulation and the learned temperature."""
+    cfg = compose_train(["data=mnist", *STEM_MODEL, *FAST, "trainer.precision=bf16-mixed",
+                         "model.top_k=3", "model.top_p=0.9", "model.nkat_strength=0.5",
+                         "model.learnable_temperature=true"], tmp_path, data_root=synthetic_root)
+    results = train(cfg)
+    assert 0 <= results["test_acc"] <= 1
+    checkpoint = torch.load(results["best_ckpt"], weights_only=True)
+    assert all(value.dtype != torch.bfloat16 for value in checkpoint["state_dict"].values())
