@@ -110,6 +110,21 @@ def test_filtered_softmax_matches_reference_values_and_gradients(k, p):
     torch.testing.assert_close(fast_grad, expected_grad)
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
+def test_filtered_attention_runs_in_the_model_dtype(dtype):
+    attn = NKATAttention(16, num_heads=2, top_k=2, top_p=0.9, nkat_strength=0.5).to(dtype)
+    assert attn(torch.randn(2, 5, 16, dtype=dtype)).dtype == dtype
+
+
+def test_modulation_is_first_order_only():
+    x = torch.randn(2, 3, 4, dtype=torch.float64, requires_grad=True)
+    alpha, beta = torch.tensor(0.1, dtype=torch.float64), torch.tensor(0.2, dtype=torch.float64)
+    (grad,) = torch.autograd.grad(NKATModulation.apply(x, alpha, beta, 0.5).sum(), x,
+                                  create_graph=True)
+    with pytest.raises(RuntimeError, match="twice|once_differentiable|does not require grad"):
+        torch.autograd.grad(grad.sum(), x)
+
+
 def test_top_k_keeps_exactly_k_even_with_ties():
     logits = torch.zeros(4, 10)
     assert ((filtered_softmax(logits, 3, None) > 0).sum(-1) == 3).all()

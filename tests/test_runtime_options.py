@@ -25,7 +25,8 @@ def plain_network(checkpoint_path: str) -> tuple[NKATViT, dict]:
 def test_compiled_run_trains_compiled_and_saves_plain_checkpoints(synthetic_root, tmp_path):
     torch._dynamo.reset()
     torch._dynamo.utils.counters.clear()
-    cfg = compose_train(["data=mnist", *STEM_MODEL, *FAST, "model.compile=true", "optim.ema=0.9"],
+    cfg = compose_train(["data=mnist", *STEM_MODEL, *FAST, "model.compile=true", "optim.ema=0.9",
+                         "model.top_k=3", "model.top_p=0.9", "model.nkat_strength=0.5"],
                         tmp_path, data_root=synthetic_root)
     results = train(cfg)
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] >= 1  # the compiled path ran
@@ -36,6 +37,8 @@ def test_compiled_run_trains_compiled_and_saves_plain_checkpoints(synthetic_root
     module.load_state_dict(checkpoint["state_dict"])  # strict: the names are the plain ones
     x = torch.randn(4, 1, 28, 28)
     module.setup("test")
+    assert module.net._compiled_call_impl is None  # eval and analyze run the plain network
+    module.setup("fit")
     with torch.no_grad():
         torch.testing.assert_close(module.eval()(x), net(x), rtol=1e-4, atol=1e-4)
     torch._dynamo.reset()

@@ -81,9 +81,10 @@ class NKATLitModule(L.LightningModule):
         return torch.load(path, map_location="cpu", weights_only=True)["hyper_parameters"]
 
     def setup(self, stage: str) -> None:
-        """Compile here, after callbacks' setup (the EMA copy) and not in ``configure_model``,
-        which Lightning's ``WeightAveraging`` warns about."""
-        if self.compile_net and self.net._compiled_call_impl is None:
+        """Compile for fitting (the test after it keeps the compiled network), after callbacks'
+        setup (the EMA copy) and not in ``configure_model``, which Lightning's
+        ``WeightAveraging`` warns about. ``eval`` and ``analyze`` run the plain network."""
+        if stage == "fit" and self.compile_net and self.net._compiled_call_impl is None:
             self.net.compile()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -52,11 +52,12 @@ def filtered_softmax(logits: torch.Tensor, top_k: int | None, top_p: float | Non
     """
     n = logits.shape[-1]
     values, order = logits.topk(n if top_k is None else min(top_k, n), dim=-1)
-    weights = (values - values[..., :1]).float().exp()  # softmax numerators, largest first
+    shifted = (values - values[..., :1]).to(torch.promote_types(logits.dtype, torch.float32))
+    weights = shifted.exp()  # softmax numerators, largest first, in fp32 at least
     if top_p is not None:
         mass = weights.cumsum(dim=-1)
         weights = weights * (mass - weights < top_p * mass[..., -1:])  # mass before a rank < p
-    kept = weights / weights.sum(dim=-1, keepdim=True)
+    kept = (weights / weights.sum(dim=-1, keepdim=True)).to(logits.dtype)
     return kept.new_zeros(logits.shape).scatter(-1, order, kept)
 
 
@@ -66,8 +67,10 @@ class NKATModulation(torch.autograd.Function):
 
     Hand-written because on the CPU autograd's graph of these many small (B, N) ops cost more
     than the matmuls of a 16-token model's attention: here the gradient for ``x`` is one
-    ``addcmul``. The statistics come from two plain reductions, since ``torch.var_mean``'s
-    inner-dimension loop is ~50x slower on the CPU; the statistics never copy ``x``.
+    ``addcmul``. The statistics come from two plain reductions (variance as mean square minus
+    squared mean: the input is a LayerNorm output, whose mean is small against its spread),
+    since ``torch.var_mean``'s inner-dimension loop is ~50x slower on the CPU. First-order
+    gradients only.
     """
 
     @staticmethod
@@ -83,16 +86,22 @@ class NKATModulation(torch.autograd.Function):
         return theta.mul_(c).add_(1.0)
 
     @staticmethod
+    @torch.autograd.function.once_differentiable
     def backward(ctx, grad: torch.Tensor):
         x, mean, tanh_mean, sigmoid_var, alpha, beta = ctx.saved_tensors
+        need_x, need_alpha, need_beta, _ = ctx.needs_input_grad
         grad_theta = grad * ctx.c
-        grad_mean = grad_theta * alpha * (1.0 - tanh_mean.square())
-        grad_var = grad_theta * beta * sigmoid_var * (1.0 - sigmoid_var)
-        n = x.shape[-1]  # d mean / dx = 1/n, d var / dx = 2 (x - mean) / n
-        shift = ((grad_mean - 2.0 * mean * grad_var) / n).unsqueeze(-1)
-        grad_x = torch.addcmul(shift, x, (2.0 / n) * grad_var.unsqueeze(-1)).to(x.dtype)
-        grad_alpha = (grad_theta * tanh_mean).sum().to(alpha.dtype)
-        grad_beta = (grad_theta * sigmoid_var).sum().to(beta.dtype)
+        grad_x = grad_alpha = grad_beta = None
+        if need_x:
+            grad_mean = grad_theta * alpha * (1.0 - tanh_mean.square())
+            grad_var = grad_theta * beta * sigmoid_var * (1.0 - sigmoid_var)
+            n = x.shape[-1]  # d mean / dx = 1/n, d var / dx = 2 (x - mean) / n
+            shift = ((grad_mean - 2.0 * mean * grad_var) / n).unsqueeze(-1)
+            grad_x = torch.addcmul(shift, x, (2.0 / n) * grad_var.unsqueeze(-1)).to(x.dtype)
+        if need_alpha:
+            grad_alpha = (grad_theta * tanh_mean).sum().to(alpha.dtype)
+        if need_beta:
+            grad_beta = (grad_theta * sigmoid_var).sum().to(beta.dtype)
         return grad_x, grad_alpha, grad_beta, None
 
 
