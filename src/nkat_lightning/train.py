@@ -22,6 +22,7 @@ from nkat_lightning.curves import plot_curves
 from nkat_lightning.ema import EMAWithWarmup
 from nkat_lightning.errors import ConfigError
 from nkat_lightning.module import NKATLitModule
+from nkat_lightning.pruning import PruneOnValidation, SweepTrial
 from nkat_lightning.runner import (
     RESULTS_FILE,
     build,
@@ -101,8 +102,11 @@ def _metric(metrics: dict, key: str) -> float | None:
     return None if value is None else float(value)
 
 
-def train(cfg: DictConfig) -> dict:
-    """Fit and test one configuration; returns (and writes) the run's results."""
+def train(cfg: DictConfig, trial: SweepTrial | None = None, step_offset: int = 0) -> dict:
+    """Fit and test one configuration; returns (and writes) the run's results. With the
+    ``trial`` of a pruning sweep, ``optimized_metric`` is reported to it after every epoch
+    (at step ``step_offset + epoch``); a pruned run stops there, is not tested, and its results
+    say ``pruned``."""
     resolved = validate_config(cfg)
     run_dir = Path(resolved["paths"]["output_dir"])
     results_path = run_dir / RESULTS_FILE
@@ -122,6 +126,10 @@ def train(cfg: DictConfig) -> dict:
     callbacks = switched_off_removed(instantiate_all(cfg.get("callbacks")), resolved["trainer"])
     if resolved["optim"].get("ema", 0):  # validation, test and checkpoints see the EMA weights
         callbacks.append(EMAWithWarmup(decay=resolved["optim"]["ema"]))
+    pruning = None
+    if trial is not None and isinstance(resolved.get("optimized_metric"), str):
+        pruning = PruneOnValidation(trial, resolved["optimized_metric"], step_offset)
+        callbacks.append(pruning)
     loggers = instantiate_all(cfg.get("logger"))
     trainer: L.Trainer = build(cfg.trainer, callbacks=callbacks, logger=loggers or False,
                                plugins=with_atomic_checkpoints(build(cfg.trainer.get("plugins"))))
@@ -143,7 +151,11 @@ def train(cfg: DictConfig) -> dict:
                           None)
         best = checkpoint.best_model_path if checkpoint else ""
         test_metrics: dict = {}
-        if resolved["test_after_fit"]:
+        pruned = pruning.pruned if pruning else None
+        if pruned:
+            rank_zero_info(f"Pruned by the sweep's pruner after epoch {pruned['epoch']}: "
+                           f"{pruned['metric']} = {pruned['value']:.4f}")
+        elif resolved["test_after_fit"]:
             with stop_cleanly_on_interrupt(trainer, run_dir):
                 trainer.test(module, datamodule=datamodule, ckpt_path=best or None)
             test_metrics = dict(trainer.callback_metrics)
@@ -167,6 +179,8 @@ def train(cfg: DictConfig) -> dict:
         "run_dir": str(run_dir),
         "metrics": {k: float(v) for k, v in {**fit_metrics, **test_metrics}.items()},
     }
+    if pruned:
+        results["pruned"] = pruned
     if resolved.get("gate"):
         results["gate"] = gate_verdict(results, **resolved["gate"])
     if trainer.is_global_zero:
@@ -202,9 +216,16 @@ def objective(results: dict, metric_name) -> float | list[float] | None:
 @hydra.main(config_path=CONFIG_DIR, config_name="train")
 @report_user_errors
 def main(cfg: DictConfig) -> float | list[float] | None:
-    """Train; in a multirun, return ``optimized_metric`` to the sweeper."""
-    results = train(cfg)
-    return objective(results, cfg.get("optimized_metric")) if in_multirun() else None
+    """Train; in a multirun, return ``optimized_metric`` to the sweeper (a pruned run has told
+    its trial PRUNED already, and the sweeper keeps that state)."""
+    if not in_multirun():
+        train(cfg)
+        return None
+    trial = SweepTrial.of_this_job()
+    results = train(cfg, trial)
+    if trial is not None and results.get("pruned"):
+        trial.prune_run(results["pruned"])
+    return objective(results, cfg.get("optimized_metric"))
 
 
 if __name__ == "__main__":

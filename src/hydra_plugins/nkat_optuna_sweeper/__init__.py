@@ -1,0 +1,1 @@
+"""nkat-lightning's Hydra plugin: the Optuna sweeper with trial pruning."""
