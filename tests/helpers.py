@@ -51,3 +51,12 @@ def start_then_signal(command: list[str], cwd, ready, sig: int = signal.SIGKILL,
         time.sleep(0.05)
     os.killpg(process.pid, sig)
     return process.wait(timeout=120)
+
+
+def finished_run(val_acc: float, test_acc: float, lam: float = 0.5) -> dict:
+    """A suite entry of a finished run, as ``run_one`` returns it."""
+    from nkat_lightning.metrics import tpe
+
+    return {"status": "ok", "val_acc_best": val_acc, "val_tpe_best": tpe(val_acc, lam),
+            "test_acc": test_acc, "test_tpe": tpe(test_acc, lam), "params": int(lam * 1e6),
+            "lambda": lam, "run_dir": "r"}

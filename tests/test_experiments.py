@@ -25,7 +25,9 @@ def test_experiment_runs_a_few_batches(experiment, synthetic_root, tmp_path):
     results = train(cfg)
     assert results["test_acc"] is not None
     if cfg.get("gate"):
-        assert results["gate"]["passed"] == (results["test_acc"] >= 0.45)
+        gate = cfg.gate  # selection: validation only, test reported beside it
+        assert gate.metric.startswith("val") and results["test_acc"] is not None
+        assert results["gate"]["passed"] == (results[gate.metric] >= gate.threshold)
 
 
 def test_stage2_sets_every_seed_flag(tmp_path):
@@ -45,4 +47,4 @@ def test_stage2_sets_every_seed_flag(tmp_path):
 def test_smoke_is_stage2_for_ten_epochs_with_the_gate(tmp_path):
     resolved = validate_config(compose_train(["experiment=stage2_cifar10_smoke"], tmp_path))
     assert resolved["trainer"]["max_epochs"] == 10 and resolved["model"]["depth"] == 7
-    assert resolved["gate"] == {"metric": "test_acc", "threshold": 0.45}
+    assert resolved["gate"] == {"metric": "val_acc_best", "threshold": 0.45}

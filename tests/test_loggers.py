@@ -6,10 +6,9 @@ from types import SimpleNamespace
 import pytest
 from hydra.types import RunMode
 
-from helpers import FAST, TINY_MODEL, compose_train
+from helpers import FAST, TINY_MODEL, compose_train, finished_run
 from nkat_lightning import loggers
 from nkat_lightning import train as train_module
-from nkat_lightning.metrics import tpe
 from nkat_lightning.scoreboard import build_scoreboard, write_scoreboard
 from nkat_lightning.train import train
 
@@ -63,9 +62,8 @@ def test_runs_of_a_sweep_or_suite_share_a_group_and_carry_tags(monkeypatch):
 
 @pytest.mark.slow
 def test_suite_scoreboard_goes_to_wandb_as_a_table(no_wandb_account, tmp_path):
-    ok = {"status": "ok", "test_acc": 0.9, "test_tpe": tpe(0.9, 0.5), "params": 500_000,
-          "lambda": 0.5, "run_dir": "r"}
-    board = build_scoreboard({"mnist": ok, "cifar10": {"status": "failed", "reason": "no data"}},
+    board = build_scoreboard({"mnist": finished_run(0.91, 0.9),
+                              "cifar10": {"status": "failed", "reason": "no data"}},
                              ["mnist", "cifar10"])
     paths = write_scoreboard(board, tmp_path)
     loggers.log_scoreboard(board, paths["plot"], tmp_path, "suite-test")

@@ -1,12 +1,12 @@
 """The four-data-set suite and its scoreboard."""
 
 import json
+import math
 
 import pytest
 
-from helpers import FAST, TINY_MODEL
+from helpers import FAST, TINY_MODEL, finished_run
 from nkat_lightning.errors import ConfigError
-from nkat_lightning.metrics import tpe
 from nkat_lightning.scoreboard import build_scoreboard, to_markdown
 from nkat_lightning.suite import main, overrides_for, run_suite
 
@@ -18,17 +18,22 @@ def test_per_data_set_overrides_reach_only_their_data_set():
     assert overrides_for("mnist", overrides) == ["data=mnist", "model.depth=2", "test_after_fit=true"]
 
 
-def test_global_scores_only_over_every_data_set():
-    ok = {"status": "ok", "test_acc": 0.9, "test_tpe": tpe(0.9, 0.5), "params": 500_000,
-          "lambda": 0.5, "run_dir": "r"}
-    low = {**ok, "test_acc": 0.5, "test_tpe": tpe(0.5, 0.5)}
-    board = build_scoreboard({"mnist": ok, "cifar10": low}, ["mnist", "cifar10"])
-    scores = board["scores"]  # same lambda: TPE ratios are accuracy ratios, mean acc 0.7
-    assert board["complete"] and scores["robustness"]["value"] == pytest.approx(0.5 / 0.7)
-    assert scores["consistency"]["value"] == pytest.approx(1 - 0.2 / 0.7)
-    assert (scores["robustness"]["ok"], scores["consistency"]["ok"]) == (False, False)
-    assert "Scores over 2 data set(s): mnist, cifar10." in to_markdown(board)
-    partial = build_scoreboard({"mnist": ok, "cifar10": {"status": "failed", "reason": "no data"}},
+def test_global_scores_select_on_validation_and_report_test_beside_it():
+    # same lambda everywhere: TPE ratios are accuracy ratios; validation mean acc 0.7
+    board = build_scoreboard({"mnist": finished_run(0.9, 0.8), "cifar10": finished_run(0.5, 0.3)},
+                             ["mnist", "cifar10"])
+    scores = board["scores"]
+    assert board["complete"] and board["selected_on"] == "validation"
+    assert scores["robustness"]["validation"] == pytest.approx(0.5 / 0.7)
+    assert scores["robustness"]["test"] == pytest.approx(0.3 / 0.55)
+    assert scores["consistency"]["validation"] == pytest.approx(1 - 0.2 / 0.7)
+    assert scores["global_tpe"]["validation"] == pytest.approx(0.7 / math.log10(1.5))
+    markdown = to_markdown(board)
+    assert "Scores over 2 data set(s): mnist, cifar10." in markdown
+    assert "| robustness | 0.714 NG | 0.545 NG | >= 0.75 |" in markdown
+    assert "| mnist | 0.9000 | 0.8000 | 500,000 |" in markdown and "reads validation only" in markdown
+    partial = build_scoreboard({"mnist": finished_run(0.9, 0.9),
+                                "cifar10": {"status": "failed", "reason": "no data"}},
                                ["mnist", "cifar10"])
     assert partial["scores"] is None and partial["covered"] == ["mnist"]
     assert "covers 1 of 2 data sets" in to_markdown(partial)
@@ -60,7 +65,8 @@ def test_suite_reports_a_missing_data_set_then_resumes_to_a_full_scoreboard(synt
         assert (tmp_path / "suite" / name / "run" / "results.json").stat().st_mtime_ns == mtime
     saved = json.loads((tmp_path / "suite" / "scoreboard.json").read_text())
     cifar = json.loads((tmp_path / "suite" / "cifar10" / "run" / "results.json").read_text())
-    assert saved["per_data_set"]["cifar10"]["acc"] == cifar["test_acc"]
+    assert saved["per_data_set"]["cifar10"]["test_acc"] == cifar["test_acc"]
+    assert saved["per_data_set"]["cifar10"]["val_acc"] == cifar["val_acc_best"]
     assert (tmp_path / "suite" / "scoreboard.png").stat().st_size > 0
     assert "| global_tpe |" in (tmp_path / "suite" / "scoreboard.md").read_text()
 

@@ -21,6 +21,8 @@ from nkat_lightning.module import LOGGED_METRICS
 
 CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 MAX_RUN_NAME = 100
+SELECTION_ON_VALIDATION = ("selection reads validation metrics only (e.g. val/acc_best, "
+                           "val_acc_best); test metrics are reported beside them")
 
 
 def run_name(override_dirname: str) -> str:
@@ -165,6 +167,10 @@ def validate_config(cfg: DictConfig) -> dict:
     for name in [metric] if isinstance(metric, str) else metric or []:
         if name not in LOGGED_METRICS:
             _fail("optimized_metric", name, f"not a logged metric; allowed: {', '.join(LOGGED_METRICS)}")
+        if name.startswith("test"):
+            _fail("optimized_metric", name, SELECTION_ON_VALIDATION)
+    if (resolved.get("gate") or {}).get("metric", "").startswith("test"):
+        _fail("gate.metric", resolved["gate"]["metric"], SELECTION_ON_VALIDATION)
     if resolved.get("resume") not in (None, "auto", "never") and not Path(resolved["resume"]).is_file():
         _fail("resume", resolved["resume"], "use auto, never, or the path of an existing checkpoint")
     return resolved

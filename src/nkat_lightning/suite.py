@@ -23,6 +23,7 @@ from omegaconf.errors import OmegaConfBaseException
 from nkat_lightning.config import compose_train_config, run_name
 from nkat_lightning.errors import ConfigError, UserError
 from nkat_lightning.loggers import SUITE_GROUP_PREFIX, log_scoreboard
+from nkat_lightning.pruning import SweepTrial
 from nkat_lightning.scoreboard import build_scoreboard, to_markdown, write_scoreboard
 from nkat_lightning.train import train
 
@@ -42,14 +43,17 @@ def overrides_for(name: str, overrides: list[str]) -> list[str]:
     return [f"data={name}", *chosen, "test_after_fit=true"]
 
 
-def run_one(name: str, overrides: list[str], out: Path, data_root: Path | None) -> dict:
-    """One data set's run; a failure becomes ``{"status": "failed", "reason": ...}``."""
+def run_one(name: str, overrides: list[str], out: Path, data_root: Path | None,
+            trial: SweepTrial | None = None, step_offset: int = 0) -> dict:
+    """One data set's run; a failure becomes ``{"status": "failed", "reason": ...}``, a run
+    that the sweep's pruner stopped ``{"status": "pruned", ...}``."""
     try:
         try:
             cfg = compose_train_config(overrides_for(name, overrides), out / name, data_root)
         except (HydraException, OmegaConfBaseException) as error:
             raise ConfigError(str(error).splitlines()[0]) from None
-        return {"status": "ok", **train(cfg)}
+        results = train(cfg, trial, step_offset)
+        return {"status": "pruned" if results.get("pruned") else "ok", **results}
     except UserError as error:
         return {"status": "failed", "reason": str(error)}
     except Exception as error:  # a crash in one data set must not lose the others
@@ -72,11 +76,14 @@ def run_wandb_settings(runs: dict) -> dict | None:
 
 
 def run_suite(overrides: list[str], out: Path, data_sets: list[str] = DATA_SETS,
-              data_root: Path | None = None, gate: float | None = None) -> dict:
+              data_root: Path | None = None, gate: float | None = None,
+              trial: SweepTrial | None = None) -> dict:
     """Run every data set, write ``scoreboard.{json,md,png}`` into ``out``; return the board.
 
-    With ``gate``, the first data set's local TPE must reach it or the rest is skipped and the
-    board says FILTERED (the seed's two-stage selective objective)."""
+    With ``gate``, the first data set's best validation TPE must reach it or the rest is
+    skipped and the board says FILTERED (the seed's two-stage selective objective). With the
+    ``trial`` of a pruning sweep, every run reports to it, its steps counting the epochs of
+    the data sets before it; a pruned run ends the suite."""
     if any(item.split("=")[0].lstrip("+~") == "data" for item in overrides):
         raise ConfigError("the suite chooses the data set itself; pick them with --data-sets")
     unknown = sorted(set(data_sets) - set(DATA_SETS))
@@ -86,18 +93,21 @@ def run_suite(overrides: list[str], out: Path, data_sets: list[str] = DATA_SETS,
     if group is None:  # a suite's W&B runs share a group
         group = SUITE_GROUP_PREFIX + re.sub(r"[^A-Za-z0-9_.-]", "_", out.resolve().name)
         overrides = [*overrides, f"group={group}"]
-    runs, filtered = {}, None
+    runs, filtered, pruned, epochs_before = {}, None, None, 0
     for index, name in enumerate(data_sets, 1):
-        if filtered:
+        if filtered or pruned:
             runs[name] = {"status": "skipped"}
             continue
         print(f"suite [{index}/{len(data_sets)}] {name}", flush=True)
-        runs[name] = run_one(name, overrides, out, data_root)
-        if runs[name]["status"] != "ok":
-            print(f"suite: {name} failed: {runs[name]['reason']}", file=sys.stderr)
-        elif gate is not None and index == 1 and runs[name]["test_tpe"] < gate:
-            filtered = {"data_set": name, "local_tpe": runs[name]["test_tpe"], "gate": gate}
-    board = build_scoreboard(runs, data_sets, filtered)
+        runs[name] = run = run_one(name, overrides, out, data_root, trial, epochs_before)
+        if run["status"] == "failed":
+            print(f"suite: {name} failed: {run['reason']}", file=sys.stderr)
+        elif run["status"] == "pruned":
+            pruned = {"data_set": name, **run["pruned"]}
+        elif gate is not None and index == 1 and run["val_tpe_best"] < gate:
+            filtered = {"data_set": name, "val_tpe": run["val_tpe_best"], "gate": gate}
+        epochs_before += run.get("epochs") or 0
+    board = build_scoreboard(runs, data_sets, filtered, pruned)
     paths = write_scoreboard(board, out)
     wandb_settings = run_wandb_settings(runs)
     if wandb_settings is not None:
