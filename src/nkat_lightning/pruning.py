@@ -61,7 +61,8 @@ class SweepTrial:
         """Finish the trial as PRUNED where its run stopped (``results["pruned"]``); a run that
         a continued sweep finds pruned already reports its last value to the new trial first."""
         self.report(pruned["value"], pruned["step"])
-        self.prune(pruned_at_epoch=pruned["epoch"])
+        where = {"pruned_data_set": pruned["data_set"]} if "data_set" in pruned else {}
+        self.prune(pruned_at_epoch=pruned["epoch"], **where)
 
 
 class PruneOnValidation(Callback):

@@ -3,7 +3,7 @@
     python -m nkat_lightning.report <sweep folder with optuna.db | storage URL> [--study NAME]
 
 Writes ``report.md`` (trial counts, best trial(s), a table of every trial with its state,
-parameters and value; filtered trials say FILTERED) and PNG plots (optimisation history,
+value, time and parameters; filtered trials say FILTERED, pruned ones where they stopped) and PNG plots (optimisation history,
 parameter importances, the Pareto front for multi-objective studies) into ``--out``
 (default: the sweep folder, or ``./sweep_report`` for a URL).
 """
@@ -48,6 +48,17 @@ def trial_state(trial: optuna.trial.FrozenTrial) -> str:
     return "FILTERED" if "filtered" in trial.user_attrs else trial.state.name
 
 
+def note(trial: optuna.trial.FrozenTrial) -> str:
+    """Why a trial ended as it did: the gate's reason, the failure, or where it was pruned."""
+    attrs = trial.user_attrs
+    if "filtered" in attrs or "failed" in attrs:
+        return attrs.get("filtered") or attrs["failed"]
+    if "pruned_at_epoch" in attrs:
+        where = f"{attrs['pruned_data_set']} " if "pruned_data_set" in attrs else ""
+        return f"pruned after {where}epoch {attrs['pruned_at_epoch']}"
+    return ""
+
+
 def _format(value) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
@@ -69,13 +80,15 @@ def to_markdown(study: optuna.Study, plots: dict[str, str]) -> str:
     else:
         lines.append("No trial completed yet: there is no best trial.")
     names = sorted({k for t in trials for k in t.params})
-    lines += ["", "| trial | state | value | " + " | ".join(names) + " | note |",
-              "|---" * (len(names) + 4) + "|"]
+    seconds = [t.duration.total_seconds() for t in trials if t.duration is not None]
+    lines += ["", f"Trial time: {sum(seconds):.0f} s over {len(seconds)} finished trials.",
+              "", "| trial | state | value | time (s) | " + " | ".join(names) + " | note |",
+              "|---" * (len(names) + 5) + "|"]
     for trial, state in zip(trials, states, strict=True):
         value = ", ".join(map(_format, trial.values)) if trial.values else "-"
+        duration = "-" if trial.duration is None else f"{trial.duration.total_seconds():.0f}"
         params = " | ".join(_format(trial.params.get(k, "-")) for k in names)
-        note = trial.user_attrs.get("filtered") or trial.user_attrs.get("failed", "")
-        lines.append(f"| {trial.number} | {state} | {value} | {params} | {note} |")
+        lines.append(f"| {trial.number} | {state} | {value} | {duration} | {params} | {note(trial)} |")
     lines.append("")
     for title, message in plots.items():
         lines.append(f"![{title}]({message})" if message.endswith(".png") else f"{title}: {message}")

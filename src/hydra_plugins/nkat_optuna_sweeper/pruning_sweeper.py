@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import traceback
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,7 +30,6 @@ log = logging.getLogger(__name__)
 #: The environment variables that tell a job which trial of which study it runs.
 TRIAL_ENV = {"number": "NKAT_OPTUNA_TRIAL", "study": "NKAT_OPTUNA_STUDY",
              "storage": "NKAT_OPTUNA_STORAGE"}
-NO_COMPLETED_TRIAL = "No trials are completed yet"  # Optuna's ValueError from study.best_trial
 
 
 @dataclass
@@ -97,8 +97,8 @@ class PruningSweeperImpl(OptunaSweeperImpl):
         log.info(f"Pruner: {type(pruner).__name__}")
         try:
             super().sweep(arguments)
-        except ValueError as error:
-            if NO_COMPLETED_TRIAL not in str(error):
+        except ValueError as error:  # from study.best_trial when no trial completed
+            if not any(frame.name == "best_trial" for frame in traceback.extract_tb(error.__traceback__)):
                 raise
             log.warning("No trial completed (all were pruned, filtered or failed): there is no "
                         "best trial. `python -m nkat_lightning.report %s` lists them.",
