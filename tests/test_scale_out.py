@@ -87,13 +87,14 @@ def postgres_url():
 @pytest.mark.slow
 def test_two_sweep_workers_share_one_postgresql_study(postgres_url, synthetic_root, tmp_path):
     """Two processes run the same study on one PostgreSQL storage at the same time: every
-    trial is recorded once, none is lost."""
+    trial is recorded once, none is lost, and each reported its epochs to it (for pruning)."""
     def worker(index: int) -> subprocess.Popen:
         return subprocess.Popen(module_command(
             "nkat_lightning.train", "-m", "hparams_search=compact", "hydra.sweeper.n_trials=2",
             f"hydra.sweeper.storage={postgres_url}", "hydra.sweeper.study_name=shared",
-            f"hydra.sweeper.sampler.seed={index}", "data=mnist", "model.depth=1",
-            *TINY_MODEL[:1], *FAST, f"paths.data_dir={synthetic_root}",
+            f"hydra.sweeper.sampler.seed={index}", "hydra/sweeper/pruner=median", "data=mnist",
+            "model.depth=1", *TINY_MODEL[:1], *FAST, "trainer.max_epochs=2",
+            f"paths.data_dir={synthetic_root}",
             f"hydra.sweep.dir={tmp_path / f'worker{index}'}"),
             cwd=tmp_path, env=SUBPROCESS_ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             text=True)
@@ -107,7 +108,9 @@ def test_two_sweep_workers_share_one_postgresql_study(postgres_url, synthetic_ro
     assert [w.returncode for w in workers] == [0, 0], outputs[0][-2000:] + outputs[1][-2000:]
     study = optuna.load_study(study_name="shared", storage=postgres_url)
     assert sorted(t.number for t in study.trials) == [0, 1, 2, 3]
-    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+    finished = {optuna.trial.TrialState.COMPLETE: [0, 1], optuna.trial.TrialState.PRUNED: [0, 1]}
+    # every epoch reported (the median pruner may stop the 4th trial after its 2nd epoch)
+    assert all(list(t.intermediate_values) == finished[t.state] for t in study.trials)
     runs = [json.loads(p.read_text()) for p in tmp_path.glob("worker*/*/results.json")]
     assert sorted(round(r["val_acc_best"], 6) for r in runs) == sorted(
         round(t.value, 6) for t in study.trials)

@@ -10,10 +10,10 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra_plugins.hydra_optuna_sweeper._impl import create_optuna_distribution_from_override
 from omegaconf import OmegaConf
 
 from helpers import compose_train
-from hydra_plugins.hydra_optuna_sweeper._impl import create_optuna_distribution_from_override
 from nkat_lightning.config import CONFIG_DIR, validate_config
 from nkat_lightning.selective import suite_overrides
 from nkat_lightning.suite import DATA_SETS, overrides_for

@@ -1,11 +1,13 @@
 """Sweeps through the Optuna Hydra sweeper: the seed's two-stage selective search, the
 Pareto search, and the report on a sweep."""
 
+import json
 import subprocess
 from pathlib import Path
 
 import optuna
 import pytest
+from omegaconf import OmegaConf
 
 from helpers import (
     FAST,
@@ -19,26 +21,38 @@ from nkat_lightning import report, selective
 from nkat_lightning import train as train_entry
 from nkat_lightning.selective import suite_overrides
 
-TEST_CONF = Path(__file__).parent / "conf"
+SHRUNK = ["model.embed_dim=32", "model.depth=1", *FAST]  # sizes only; the search's own config
 
 
 def test_patch_size_goes_to_the_gate_data_set_only():
     task = ["hparams_search=stage2_selective", "model.patch_size=2", "model.depth=5", "data=mnist"]
-    assert suite_overrides(task, "cifar10") == ["cifar10:model.patch_size=2", "model.depth=5"]
+    assert suite_overrides(task, "cifar10") == [
+        "hparams_search=stage2_selective", "cifar10:model.patch_size=2", "model.depth=5"]
 
 
 @pytest.mark.slow
-def test_sweep_records_a_passed_a_filtered_and_a_failed_trial(monkeypatch, synthetic_root, tmp_path):
+def test_selective_search_completes_filters_and_fails_trials_of_one_study(monkeypatch,
+                                                                         synthetic_root, tmp_path):
+    """The real stage2_selective, one trial per command into one study: a gate every trial
+    passes, a gate none passes (FILTERED: pruned), and a model that cannot be built."""
     sweep = tmp_path / "sweep"
-    run_hydra_main(monkeypatch, selective.main, "-m", f"hydra.searchpath=[file://{TEST_CONF}]",
-                   "hparams_search=selective_grid", "model.depth=1", "model.num_heads=4", *FAST,
-                   f"paths.data_dir={synthetic_root}", f"hydra.sweep.dir={sweep}")
-    study = optuna.load_study(study_name="selective_grid", storage=f"sqlite:///{sweep / 'optuna.db'}")
-    trials = {t.params["model.embed_dim"]: t for t in study.trials}
-    passed, filtered, failed = trials[8], trials[256], trials[6]
-    assert passed.state == optuna.trial.TrialState.COMPLETE and passed.value > 5
-    assert filtered.state == optuna.trial.TrialState.FAIL
-    assert filtered.user_attrs["filtered"].startswith("FILTERED: cifar10 local TPE")
+    common = ["-m", "hparams_search=stage2_selective", "hydra.sweeper.n_trials=1", *SHRUNK,
+              f"paths.data_dir={synthetic_root}", f"hydra.sweep.dir={sweep}"]
+    for extra in ("selective.gate=0", "selective.gate=1e6", "model.num_heads=3"):
+        run_hydra_main(monkeypatch, selective.main, *common, extra)
+    study = optuna.load_study(study_name="stage2_selective",
+                              storage=f"sqlite:///{sweep / 'optuna.db'}")
+    passed, filtered, failed = study.trials
+    assert passed.state == optuna.trial.TrialState.COMPLETE
+    boards = {p.parent: json.loads(p.read_text()) for p in sweep.glob("*/scoreboard.json")}
+    [(trial_dir, board)] = [(d, b) for d, b in boards.items() if b["complete"]]
+    assert passed.value == pytest.approx(board["scores"]["global_tpe"]["validation"])
+    assert list(passed.intermediate_values) == [0, 1, 2, 3]  # one epoch of each data set
+    cifar = OmegaConf.load(trial_dir / "cifar10" / "run" / "config.yaml")
+    assert (cifar.model.num_heads, cifar.aug.cutout, cifar.aug.randaugment.n) == (8, 8, 2)
+    assert filtered.state == optuna.trial.TrialState.PRUNED
+    assert filtered.user_attrs["filtered"].startswith("FILTERED: cifar10 validation TPE")
+    assert list(filtered.intermediate_values) == [0]  # CIFAR-10 only
     assert failed.state == optuna.trial.TrialState.FAIL and "filtered" not in failed.user_attrs
     assert "model.embed_dim" in failed.user_attrs["failed"]  # the config error, per data set
     boards = {p.parent.name: p.read_text() for p in sweep.glob("*/scoreboard.md")}
@@ -49,7 +63,7 @@ def test_sweep_records_a_passed_a_filtered_and_a_failed_trial(monkeypatch, synth
     text = (sweep / "report.md").read_text()
     assert "3 trials (maximize): 1 COMPLETE, 1 FAIL, 1 FILTERED" in text
     assert f"- #{passed.number}: value {passed.value:.4g}" in text
-    assert f"| {filtered.number} | FILTERED | - | 256 | FILTERED: cifar10 local TPE" in text
+    assert f"| {filtered.number} | FILTERED | " in text and "FILTERED: cifar10 validation TPE" in text
     assert (sweep / "history.png").is_file() and "![optimisation history](history.png)" in text
 
 
@@ -60,11 +74,15 @@ def test_report_needs_a_study(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_pareto_sweep_reports_its_front(monkeypatch, synthetic_root, tmp_path):
+def test_pareto_sweep_reports_its_front_and_says_it_cannot_prune(monkeypatch, capsys,
+                                                                  synthetic_root, tmp_path):
     sweep = tmp_path / "sweep"
     run_hydra_main(monkeypatch, train_entry.main, "-m", "hparams_search=pareto",
-                   "hydra.sweeper.n_trials=2", "data=mnist", "model.depth=1", *FAST,
-                   f"paths.data_dir={synthetic_root}", f"hydra.sweep.dir={sweep}")
+                   "hydra/sweeper/pruner=median", "hydra.sweeper.n_trials=2", "data=mnist",
+                   "model.depth=1", *FAST, f"paths.data_dir={synthetic_root}",
+                   f"hydra.sweep.dir={sweep}")
+    out = capsys.readouterr()
+    assert "Optuna cannot prune a multi-objective study" in out.out + out.err
     study = optuna.load_study(study_name="pareto_mnist", storage=f"sqlite:///{sweep / 'optuna.db'}")
     assert [d.name for d in study.directions] == ["MAXIMIZE", "MINIMIZE"]
     assert all(t.values[1] > 1000 for t in study.trials)  # the parameter count, not a proxy
@@ -72,6 +90,7 @@ def test_pareto_sweep_reports_its_front(monkeypatch, synthetic_root, tmp_path):
     report.main([str(sweep)])
     assert (sweep / "pareto.png").is_file()
     assert "2 trials (maximize, minimize): 2 COMPLETE" in (sweep / "report.md").read_text()
+    assert all(not t.intermediate_values for t in study.trials)
 
 
 @pytest.mark.slow
@@ -101,16 +120,18 @@ def log_interval(log: Path) -> tuple[str, str]:
 
 
 @pytest.mark.slow
-def test_two_trials_run_in_parallel_through_the_joblib_launcher(monkeypatch, synthetic_root,
-                                                                 tmp_path):
+def test_two_trials_run_in_parallel_through_the_joblib_launcher_and_report_to_their_study(
+        monkeypatch, synthetic_root, tmp_path):
     sweep = tmp_path / "sweep"
     run_hydra_main(monkeypatch, train_entry.main, "-m", "hparams_search=compact",
+                   "hydra/sweeper/pruner=median",
                    "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "hydra.sweeper.n_jobs=2",
                    "hydra.launcher.inner_max_num_threads=1", "hydra.sweeper.n_trials=2",
-                   "data=mnist", "model.depth=1", *FAST, f"paths.data_dir={synthetic_root}",
-                   f"hydra.sweep.dir={sweep}")
+                   "data=mnist", "model.depth=1", *FAST, "trainer.max_epochs=2",
+                   f"paths.data_dir={synthetic_root}", f"hydra.sweep.dir={sweep}")
     study = optuna.load_study(study_name="compact_mnist", storage=f"sqlite:///{sweep / 'optuna.db'}")
     assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 2
+    assert [list(t.intermediate_values) for t in study.trials] == [[0, 1], [0, 1]]
     runs = sorted(sweep.glob("*/results.json"))
     assert [p.parent.name[:2] for p in runs] == ["0_", "1_"]
     (start_a, end_a), (start_b, end_b) = (log_interval(p.parent / "train.log") for p in runs)
