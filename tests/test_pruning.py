@@ -47,7 +47,7 @@ def load(sweep: Path, name: str = "compact_mnist") -> optuna.Study:
 
 
 @pytest.mark.slow
-def test_a_pruned_trial_stops_early_is_recorded_pruned_and_a_continued_study_reuses_it(
+def test_a_pruned_trial_stops_early_is_recorded_pruned_and_a_continued_study_resumes_it(
         monkeypatch, synthetic_root, tmp_path):
     sweep = tmp_path / "sweep"
     # Optuna's ThresholdPruner, set on the command line: no accuracy reaches 2, so every trial
@@ -70,13 +70,27 @@ def test_a_pruned_trial_stops_early_is_recorded_pruned_and_a_continued_study_reu
     text = (sweep / "report.md").read_text()
     assert "2 trials (maximize): 2 PRUNED" in text and "pruned after epoch 0" in text
 
-    stamps = {p: p.stat().st_mtime_ns for p in sweep.glob("*/results.json")}
-    run_hydra_main(monkeypatch, train_entry.main, *args)  # the same command: the study goes on
+    # the same command: the study goes on; the seeded sampler proposes the same parameters, so
+    # each pruned run resumes from its checkpoint and its new trial judges the next epoch
+    run_hydra_main(monkeypatch, train_entry.main, *args)
     again = load(sweep).trials[2:]
-    assert [t.state for t in again] == [States.PRUNED] * 2
-    assert [t.params for t in again] == [t.params for t in trials]  # seeded: same proposals
-    assert [t.value for t in again] == [t.value for t in trials]
-    assert {p: p.stat().st_mtime_ns for p in sweep.glob("*/results.json")} == stamps  # reused
+    assert [t.params for t in again] == [t.params for t in trials]
+    for trial in again:
+        assert trial.state == States.PRUNED and list(trial.intermediate_values) == [1]
+        [run] = sweep.glob(f"{trial.number - 2}_*/results.json")
+        assert json.loads(run.read_text())["epochs"] == 2
+        assert "resuming from" in (run.parent / "train.log").read_text()
+
+
+@pytest.mark.slow
+def test_the_pruner_never_stops_a_run_at_its_last_epoch(monkeypatch, synthetic_root, tmp_path):
+    sweep = tmp_path / "sweep"
+    run_hydra_main(monkeypatch, train_entry.main, *compact_sweep(
+        sweep, synthetic_root, "hydra.sweeper.n_trials=1",
+        "hydra.sweeper.pruner._target_=optuna.pruners.ThresholdPruner",
+        "+hydra.sweeper.pruner.lower=2.0"))
+    [trial] = load(sweep).trials
+    assert trial.state == States.COMPLETE and list(trial.intermediate_values) == [0]
 
 
 @pytest.mark.slow
@@ -102,3 +116,18 @@ def test_every_pruner_runs_a_sweep_in_which_a_nan_trial_fails_alone(option, monk
     for trial in trials[:1] + trials[2:]:  # every epoch reported, up to where it stopped
         last = 1 if trial.state == States.COMPLETE else trial.user_attrs["pruned_at_epoch"]
         assert list(trial.intermediate_values) == list(range(last + 1))
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("hydra.sweeper.storage=null", "hydra.sweeper.storage=null: the trials report to their study"),
+    ("hydra.sweeper.pruner.n_startup_trials=-1", "hydra.sweeper.pruner cannot be built: Number of "
+                                                 "startup trials cannot be negative"),
+])
+def test_a_sweeper_setting_that_cannot_work_is_one_line(override, message, monkeypatch, capsys,
+                                                       tmp_path):
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    with pytest.raises(SystemExit):
+        run_hydra_main(monkeypatch, train_entry.main, "-m", "hparams_search=compact",
+                       "hydra/sweeper/pruner=median", override, f"hydra.sweep.dir={tmp_path}")
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err

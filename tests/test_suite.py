@@ -6,7 +6,9 @@ import math
 import pytest
 
 from helpers import FAST, TINY_MODEL, finished_run
+from nkat_lightning import suite
 from nkat_lightning.errors import ConfigError
+from nkat_lightning.metrics import tpe
 from nkat_lightning.scoreboard import build_scoreboard, to_markdown
 from nkat_lightning.suite import main, overrides_for, run_suite
 
@@ -38,6 +40,26 @@ def test_global_scores_select_on_validation_and_report_test_beside_it():
     assert partial["scores"] is None and partial["covered"] == ["mnist"]
     assert "covers 1 of 2 data sets" in to_markdown(partial)
     assert "cifar10 failed:\n\n    no data" in to_markdown(partial)
+
+
+@pytest.mark.parametrize(("val_acc", "test_acc", "filtered"), [(0.9, 0.1, False), (0.1, 0.9, True)])
+def test_the_gate_reads_validation_only(val_acc, test_acc, filtered, monkeypatch, tmp_path):
+    runs = []
+
+    def run_one(name, *args):
+        runs.append(name)
+        return finished_run(val_acc, test_acc) | {"epochs": 1, "max_epochs": 1}
+
+    monkeypatch.setattr(suite, "run_one", run_one)
+    gate = tpe(0.5, 0.5)
+    board = suite.run_suite([], tmp_path, ["cifar10", "mnist"], gate=gate)
+    assert bool(board["filtered"]) == filtered and runs == (["cifar10"] if filtered else
+                                                             ["cifar10", "mnist"])
+    if filtered:
+        assert board["filtered"]["val_tpe"] == pytest.approx(tpe(0.1, 0.5))
+        assert "FILTERED: cifar10 validation TPE" in (tmp_path / "scoreboard.md").read_text()
+    else:
+        assert board["scores"]["global_tpe"]["validation"] == pytest.approx(tpe(0.9, 0.5))
 
 
 def test_the_suite_picks_data_sets_itself(tmp_path, capsys):

@@ -37,7 +37,7 @@ def test_selective_search_completes_filters_and_fails_trials_of_one_study(monkey
     passes, a gate none passes (FILTERED: pruned), and a model that cannot be built."""
     sweep = tmp_path / "sweep"
     common = ["-m", "hparams_search=stage2_selective", "hydra.sweeper.n_trials=1", *SHRUNK,
-              f"paths.data_dir={synthetic_root}", f"hydra.sweep.dir={sweep}"]
+              "trainer.max_epochs=2", f"paths.data_dir={synthetic_root}", f"hydra.sweep.dir={sweep}"]
     for extra in ("selective.gate=0", "selective.gate=1e6", "model.num_heads=3"):
         run_hydra_main(monkeypatch, selective.main, *common, extra)
     study = optuna.load_study(study_name="stage2_selective",
@@ -47,12 +47,12 @@ def test_selective_search_completes_filters_and_fails_trials_of_one_study(monkey
     boards = {p.parent: json.loads(p.read_text()) for p in sweep.glob("*/scoreboard.json")}
     [(trial_dir, board)] = [(d, b) for d, b in boards.items() if b["complete"]]
     assert passed.value == pytest.approx(board["scores"]["global_tpe"]["validation"])
-    assert list(passed.intermediate_values) == [0, 1, 2, 3]  # one epoch of each data set
+    assert list(passed.intermediate_values) == list(range(8))  # 2 epochs of each data set
     cifar = OmegaConf.load(trial_dir / "cifar10" / "run" / "config.yaml")
     assert (cifar.model.num_heads, cifar.aug.cutout, cifar.aug.randaugment.n) == (8, 8, 2)
     assert filtered.state == optuna.trial.TrialState.PRUNED
     assert filtered.user_attrs["filtered"].startswith("FILTERED: cifar10 validation TPE")
-    assert list(filtered.intermediate_values) == [0]  # CIFAR-10 only
+    assert list(filtered.intermediate_values) == [0, 1]  # CIFAR-10 only
     assert failed.state == optuna.trial.TrialState.FAIL and "filtered" not in failed.user_attrs
     assert "model.embed_dim" in failed.user_attrs["failed"]  # the config error, per data set
     boards = {p.parent.name: p.read_text() for p in sweep.glob("*/scoreboard.md")}
@@ -65,6 +65,28 @@ def test_selective_search_completes_filters_and_fails_trials_of_one_study(monkey
     assert f"- #{passed.number}: value {passed.value:.4g}" in text
     assert f"| {filtered.number} | FILTERED | " in text and "FILTERED: cifar10 validation TPE" in text
     assert (sweep / "history.png").is_file() and "![optimisation history](history.png)" in text
+
+
+@pytest.mark.slow
+def test_a_selective_trial_that_the_pruner_stops_ends_its_suite(monkeypatch, synthetic_root,
+                                                                tmp_path):
+    sweep = tmp_path / "sweep"
+    run_hydra_main(monkeypatch, selective.main, "-m", "hparams_search=stage2_selective",
+                   "hydra.sweeper.n_trials=1", *SHRUNK, "trainer.max_epochs=2",
+                   "hydra.sweeper.pruner._target_=optuna.pruners.ThresholdPruner",
+                   "+hydra.sweeper.pruner.lower=1e6", f"paths.data_dir={synthetic_root}",
+                   f"hydra.sweep.dir={sweep}")
+    [trial] = optuna.load_study(study_name="stage2_selective",
+                                storage=f"sqlite:///{sweep / 'optuna.db'}").trials
+    assert trial.state == optuna.trial.TrialState.PRUNED and "filtered" not in trial.user_attrs
+    assert (trial.user_attrs["pruned_data_set"], trial.user_attrs["pruned_at_epoch"]) == ("cifar10", 0)
+    [board] = sweep.glob("*/scoreboard.json")
+    saved = json.loads(board.read_text())
+    assert saved["skipped"] == ["mnist", "fashion_mnist", "emnist"] and not saved["failed"]
+    markdown = (board.parent / "scoreboard.md").read_text()
+    assert "PRUNED: cifar10 stopped after epoch 0 (val/tpe_best" in markdown
+    report.main([str(sweep)])
+    assert "pruned after cifar10 epoch 0" in (sweep / "report.md").read_text()
 
 
 def test_report_needs_a_study(tmp_path, capsys):
@@ -82,7 +104,8 @@ def test_pareto_sweep_reports_its_front_and_says_it_cannot_prune(monkeypatch, ca
                    "model.depth=1", *FAST, f"paths.data_dir={synthetic_root}",
                    f"hydra.sweep.dir={sweep}")
     out = capsys.readouterr()
-    assert "Optuna cannot prune a multi-objective study" in out.out + out.err
+    assert "Optuna cannot prune a multi-objective study: this sweep runs without " \
+        "hydra.sweeper.pruner (MedianPruner)" in out.out + out.err
     study = optuna.load_study(study_name="pareto_mnist", storage=f"sqlite:///{sweep / 'optuna.db'}")
     assert [d.name for d in study.directions] == ["MAXIMIZE", "MINIMIZE"]
     assert all(t.values[1] > 1000 for t in study.trials)  # the parameter count, not a proxy

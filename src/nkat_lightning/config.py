@@ -169,7 +169,7 @@ def validate_config(cfg: DictConfig) -> dict:
             _fail("optimized_metric", name, f"not a logged metric; allowed: {', '.join(LOGGED_METRICS)}")
         if name.startswith("test"):
             _fail("optimized_metric", name, SELECTION_ON_VALIDATION)
-    if (resolved.get("gate") or {}).get("metric", "").startswith("test"):
+    if str((resolved.get("gate") or {}).get("metric")).startswith("test"):
         _fail("gate.metric", resolved["gate"]["metric"], SELECTION_ON_VALIDATION)
     if resolved.get("resume") not in (None, "auto", "never") and not Path(resolved["resume"]).is_file():
         _fail("resume", resolved["resume"], "use auto, never, or the path of an existing checkpoint")

@@ -12,7 +12,7 @@ from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_info
 
 from nkat_lightning.runner import in_multirun
-from nkat_lightning.scoreboard import data_set_status
+from nkat_lightning.scoreboard import data_set_status, verdict
 
 SUITE_GROUP_PREFIX = "suite-"
 
@@ -79,6 +79,7 @@ def log_scoreboard(board: dict, plot: Path, out: Path, group: str,
         row = board["per_data_set"].get(name, {})
         table.add_data(name, data_set_status(board, name), *(row.get(key) for key in columns))
     payload = {"scoreboard": table, "scoreboard_plot": wandb.Image(str(plot))}
+    run.summary["verdict"] = verdict(board)  # complete, FILTERED: ..., PRUNED: ... or incomplete
     for key, score in (board["scores"] or {}).items():  # validation selects; test beside it
         payload[f"suite/{key}"] = score["validation"]
         payload[f"suite/{key}_test"] = score["test"]

@@ -14,6 +14,7 @@ import lightning as L
 import optuna
 from hydra.core.hydra_config import HydraConfig
 from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.utilities import rank_zero_only
 
 from hydra_plugins.nkat_optuna_sweeper.pruning_sweeper import TRIAL_ENV, build_pruner
 
@@ -23,7 +24,6 @@ class SweepTrial:
 
     def __init__(self, study: optuna.Study, number: int) -> None:
         self.study = study
-        self.number = number
         trial_id = study._storage.get_trial_id_from_study_id_trial_number(study._study_id, number)
         self.trial = optuna.trial.Trial(study, trial_id)
 
@@ -44,31 +44,38 @@ class SweepTrial:
     def frozen(self) -> optuna.trial.FrozenTrial:
         return self.study._storage.get_trial(self.trial._trial_id)
 
-    def report(self, value: float, step: int) -> bool:
-        """Report ``value`` at ``step`` (once per step); True when the pruner prunes the trial."""
+    def report(self, value: float, step: int) -> None:
+        """Report ``value`` at ``step``, once per step (a resumed run may validate a step again)."""
         if step not in self.frozen().intermediate_values:
             self.trial.report(value, step)
+
+    def should_prune(self) -> bool:
         return self.trial.should_prune()
 
-    def prune(self, **user_attrs) -> None:
-        """Record ``user_attrs`` (e.g. ``pruned_at_epoch``, ``filtered``) and finish the trial as
-        PRUNED; its value is the last reported one."""
-        for key, value in user_attrs.items():
-            self.trial.set_user_attr(key, value)
+    def prune(self, step: int | None = None, value: float | None = None, **user_attrs) -> None:
+        """Finish the trial as PRUNED, with ``user_attrs`` (``pruned_at_epoch``, ``filtered``);
+        its value is the last reported one (``value`` at ``step`` is reported first, for a run
+        found finished). Only global rank zero tells, and a finished trial stays as it is."""
+        if rank_zero_only.rank != 0 or self.frozen().state.is_finished():
+            return
+        if step is not None:
+            self.report(value, step)
+        for key, attr in user_attrs.items():
+            self.trial.set_user_attr(key, attr)
         self.study.tell(self.trial, state=optuna.trial.TrialState.PRUNED)
 
     def prune_run(self, pruned: dict) -> None:
-        """Finish the trial as PRUNED where its run stopped (``results["pruned"]``); a run that
-        a continued sweep finds pruned already reports its last value to the new trial first."""
-        self.report(pruned["value"], pruned["step"])
+        """Finish the trial as PRUNED where its run stopped (``results["pruned"]``)."""
         where = {"pruned_data_set": pruned["data_set"]} if "data_set" in pruned else {}
-        self.prune(pruned_at_epoch=pruned["epoch"], **where)
+        self.prune(pruned["step"], pruned["value"], pruned_at_epoch=pruned["epoch"], **where)
 
 
 class PruneOnValidation(Callback):
     """After each validation, reports ``monitor`` to the trial at step ``step_offset + epoch``
     and, if the pruner prunes the trial, stops the run at the end of this epoch (checkpoints and
-    results are written as for any finished run). ``pruned`` then holds where it stopped."""
+    results are written; the same command resumes it). Never at the run's last epoch: its
+    budget is spent, and the finished run is worth more than a pruned one. ``pruned`` then
+    holds where it stopped."""
 
     def __init__(self, trial: SweepTrial, monitor: str, step_offset: int = 0) -> None:
         self.trial, self.monitor, self.step_offset = trial, monitor, step_offset
@@ -78,11 +85,14 @@ class PruneOnValidation(Callback):
         if trainer.sanity_checking:
             return
         value = trainer.callback_metrics.get(self.monitor)
-        step = self.step_offset + trainer.current_epoch
+        epoch = trainer.current_epoch
+        step = self.step_offset + epoch
+        last_epoch = trainer.max_epochs is not None and epoch + 1 >= trainer.max_epochs
         prune = False
         if trainer.is_global_zero and value is not None and math.isfinite(float(value)):
-            prune = self.trial.report(float(value), step)
+            self.trial.report(float(value), step)
+            prune = not last_epoch and self.trial.should_prune()
         if trainer.strategy.broadcast(prune, src=0):
-            self.pruned = {"epoch": trainer.current_epoch, "step": step, "metric": self.monitor,
+            self.pruned = {"epoch": epoch, "step": step, "metric": self.monitor,
                            "value": float(value)}
             trainer.should_stop = True

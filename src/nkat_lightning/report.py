@@ -3,8 +3,9 @@
     python -m nkat_lightning.report <sweep folder with optuna.db | storage URL> [--study NAME]
 
 Writes ``report.md`` (trial counts, best trial(s), a table of every trial with its state,
-value, time and parameters; filtered trials say FILTERED, pruned ones where they stopped) and PNG plots (optimisation history,
-parameter importances, the Pareto front for multi-objective studies) into ``--out``
+value, time and parameters; filtered trials say FILTERED, pruned ones where they stopped) and
+PNG plots (optimisation history, parameter importances, the Pareto front for multi-objective
+studies) into ``--out``
 (default: the sweep folder, or ``./sweep_report`` for a URL).
 """
 

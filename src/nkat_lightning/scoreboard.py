@@ -88,6 +88,22 @@ def filtered_reason(filtered: dict) -> str:
             f"{filtered['gate']:.2f}")
 
 
+def pruned_reason(pruned: dict) -> str:
+    return (f"PRUNED: {pruned['data_set']} stopped after epoch {pruned['epoch']} "
+            f"({pruned['metric']} {pruned['value']:.4f})")
+
+
+def verdict(board: dict) -> str:
+    """One line on how the suite ended: complete, FILTERED, PRUNED or incomplete."""
+    if board["filtered"]:
+        return filtered_reason(board["filtered"])
+    if board.get("pruned"):
+        return pruned_reason(board["pruned"])
+    if board["complete"]:
+        return "complete"
+    return f"incomplete: {', '.join(board['failed'])} failed"
+
+
 def to_markdown(board: dict) -> str:
     lines = ["| data set | val acc | test acc | params | lambda | val TPE | test TPE |",
              "|---|---|---|---|---|---|---|"]
@@ -111,12 +127,8 @@ def to_markdown(board: dict) -> str:
         for key, score in board["scores"].items():
             lines.append(f"| {key} | {_verdict(score['validation'], score['target'])} | "
                          f"{_verdict(score['test'], score['target'])} | >= {score['target']:.2f} |")
-    if board["filtered"]:
-        lines += ["", f"{filtered_reason(board['filtered'])}; the other data sets were not run."]
-    if board.get("pruned"):
-        pruned = board["pruned"]
-        lines += ["", f"PRUNED: {pruned['data_set']} stopped after epoch {pruned['epoch']} "
-                      f"({pruned['metric']} {pruned['value']:.4f}); the other data sets were not run."]
+    if board["filtered"] or board.get("pruned"):
+        lines += ["", f"{verdict(board)}; the other data sets were not run."]
     for name, reason in board["failed"].items():
         lines += ["", f"{name} failed:", "", *(f"    {line}" for line in reason.splitlines())]
     return "\n".join(lines) + "\n"

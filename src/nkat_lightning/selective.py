@@ -28,7 +28,7 @@ from nkat_lightning.errors import UserError
 from nkat_lightning.pruning import SweepTrial
 from nkat_lightning.runner import report_user_errors
 from nkat_lightning.scoreboard import filtered_reason
-from nkat_lightning.suite import run_suite
+from nkat_lightning.suite import chooses_data_set, run_suite
 
 
 class TrialFiltered(UserError):
@@ -41,7 +41,7 @@ def suite_overrides(task_overrides: list[str], gate_data_set: str) -> list[str]:
     bound to the gate data set."""
     overrides = []
     for item in task_overrides:
-        if item.split("=", 1)[0].lstrip("+~") == "data":
+        if chooses_data_set(item):
             continue
         overrides.append(f"{gate_data_set}:{item}" if item.startswith("model.patch_size=") else item)
     return overrides
@@ -68,11 +68,11 @@ def selective_objective(cfg: DictConfig) -> float:
                           Path(HydraConfig.get().runtime.output_dir), data_sets,
                           data_root=Path(cfg.paths.data_dir), gate=settings.gate, trial=trial)
     if board["filtered"]:
-        reason = filtered_reason(board["filtered"])
+        filtered = board["filtered"]
         if trial is None:
-            raise TrialFiltered(reason)
-        trial.prune(filtered=reason)
-        return board["filtered"]["val_tpe"]
+            raise TrialFiltered(filtered_reason(filtered))
+        trial.prune(filtered["step"], filtered["val_tpe"], filtered=filtered_reason(filtered))
+        return filtered["val_tpe"]
     if board["pruned"]:
         trial.prune_run(board["pruned"])
         return board["pruned"]["value"]
@@ -81,7 +81,11 @@ def selective_objective(cfg: DictConfig) -> float:
         if trial is not None:
             trial.trial.set_user_attr("failed", reason)
         raise UserError(reason)
-    return board["scores"]["global_tpe"]["validation"]
+    value = board["scores"]["global_tpe"]["validation"]
+    if value is None:
+        raise UserError("the objective reads validation accuracy, and a data set's run validated "
+                        "nothing (trainer.limit_val_batches=0?)")
+    return value
 
 
 @hydra.main(config_path=CONFIG_DIR, config_name="train")

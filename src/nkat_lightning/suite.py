@@ -30,6 +30,11 @@ from nkat_lightning.train import train
 DATA_SETS = ["mnist", "fashion_mnist", "emnist", "cifar10"]
 
 
+def chooses_data_set(override: str) -> bool:
+    """Whether ``override`` picks the data set (``data=...``, ``+data=...``, ``~data``)."""
+    return override.split("=", 1)[0].lstrip("+~") == "data"
+
+
 def overrides_for(name: str, overrides: list[str]) -> list[str]:
     """The shared overrides plus those prefixed with ``<name>:``, then ``data=<name>``."""
     chosen = []
@@ -45,15 +50,17 @@ def overrides_for(name: str, overrides: list[str]) -> list[str]:
 
 def run_one(name: str, overrides: list[str], out: Path, data_root: Path | None,
             trial: SweepTrial | None = None, step_offset: int = 0) -> dict:
-    """One data set's run; a failure becomes ``{"status": "failed", "reason": ...}``, a run
-    that the sweep's pruner stopped ``{"status": "pruned", ...}``."""
+    """One data set's run, with its epoch budget (``max_epochs``); a failure becomes
+    ``{"status": "failed", "reason": ...}``, a run that the sweep's pruner stopped
+    ``{"status": "pruned", ...}``."""
     try:
         try:
             cfg = compose_train_config(overrides_for(name, overrides), out / name, data_root)
         except (HydraException, OmegaConfBaseException) as error:
             raise ConfigError(str(error).splitlines()[0]) from None
         results = train(cfg, trial, step_offset)
-        return {"status": "pruned" if results.get("pruned") else "ok", **results}
+        return {"status": "pruned" if results.get("pruned") else "ok", **results,
+                "max_epochs": cfg.trainer.get("max_epochs") or results["epochs"]}
     except UserError as error:
         return {"status": "failed", "reason": str(error)}
     except Exception as error:  # a crash in one data set must not lose the others
@@ -82,9 +89,10 @@ def run_suite(overrides: list[str], out: Path, data_sets: list[str] = DATA_SETS,
 
     With ``gate``, the first data set's best validation TPE must reach it or the rest is
     skipped and the board says FILTERED (the seed's two-stage selective objective). With the
-    ``trial`` of a pruning sweep, every run reports to it, its steps counting the epochs of
-    the data sets before it; a pruned run ends the suite."""
-    if any(item.split("=")[0].lstrip("+~") == "data" for item in overrides):
+    ``trial`` of a pruning sweep, every run reports to it, its steps counting on from the
+    epoch budgets of the data sets before it; a pruned or failed run ends the suite (the trial
+    cannot complete any more)."""
+    if any(chooses_data_set(item) for item in overrides):
         raise ConfigError("the suite chooses the data set itself; pick them with --data-sets")
     unknown = sorted(set(data_sets) - set(DATA_SETS))
     if unknown:
@@ -93,20 +101,26 @@ def run_suite(overrides: list[str], out: Path, data_sets: list[str] = DATA_SETS,
     if group is None:  # a suite's W&B runs share a group
         group = SUITE_GROUP_PREFIX + re.sub(r"[^A-Za-z0-9_.-]", "_", out.resolve().name)
         overrides = [*overrides, f"group={group}"]
-    runs, filtered, pruned, epochs_before = {}, None, None, 0
+    runs, filtered, pruned, stop, epochs_before = {}, None, None, False, 0
     for index, name in enumerate(data_sets, 1):
-        if filtered or pruned:
+        if stop:
             runs[name] = {"status": "skipped"}
             continue
         print(f"suite [{index}/{len(data_sets)}] {name}", flush=True)
-        runs[name] = run = run_one(name, overrides, out, data_root, trial, epochs_before)
+        run = run_one(name, overrides, out, data_root, trial, epochs_before)
+        if gate is not None and index == 1 and run["status"] == "ok" and run["val_tpe_best"] is None:
+            run = {"status": "failed", "reason": "no validation figure: the gate reads the best "
+                   "validation TPE, and this run validated nothing (trainer.limit_val_batches=0?)"}
+        runs[name] = run
         if run["status"] == "failed":
             print(f"suite: {name} failed: {run['reason']}", file=sys.stderr)
         elif run["status"] == "pruned":
             pruned = {"data_set": name, **run["pruned"]}
         elif gate is not None and index == 1 and run["val_tpe_best"] < gate:
-            filtered = {"data_set": name, "val_tpe": run["val_tpe_best"], "gate": gate}
-        epochs_before += run.get("epochs") or 0
+            filtered = {"data_set": name, "val_tpe": run["val_tpe_best"], "gate": gate,
+                        "step": epochs_before + run["epochs"] - 1}
+        stop = bool(filtered or pruned or (trial is not None and run["status"] == "failed"))
+        epochs_before += run.get("max_epochs", 0)
     board = build_scoreboard(runs, data_sets, filtered, pruned)
     paths = write_scoreboard(board, out)
     wandb_settings = run_wandb_settings(runs)

@@ -111,8 +111,10 @@ def train(cfg: DictConfig, trial: SweepTrial | None = None, step_offset: int = 0
     run_dir = Path(resolved["paths"]["output_dir"])
     results_path = run_dir / RESULTS_FILE
     if resolved["resume"] == "auto" and results_path.is_file():
-        rank_zero_info(f"This run already finished: {results_path} (resume=never trains again).")
-        return json.loads(results_path.read_text())
+        results = json.loads(results_path.read_text())
+        if not results.get("pruned"):  # a pruned run resumes like an interrupted one
+            rank_zero_info(f"This run already finished: {results_path} (resume=never trains again).")
+            return results
     if resolved["seed"] is not None:
         L.seed_everything(resolved["seed"], workers=True)
 
@@ -155,6 +157,9 @@ def train(cfg: DictConfig, trial: SweepTrial | None = None, step_offset: int = 0
         if pruned:
             rank_zero_info(f"Pruned by the sweep's pruner after epoch {pruned['epoch']}: "
                            f"{pruned['metric']} = {pruned['value']:.4f}")
+            for logger in trainer.loggers:  # CSV, TensorBoard and W&B say where it stopped
+                logger.log_metrics({"trial/pruned_at_epoch": pruned["epoch"]}, trainer.global_step)
+                logger.save()
         elif resolved["test_after_fit"]:
             with stop_cleanly_on_interrupt(trainer, run_dir):
                 trainer.test(module, datamodule=datamodule, ckpt_path=best or None)

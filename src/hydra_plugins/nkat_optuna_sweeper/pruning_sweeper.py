@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
 import traceback
 from dataclasses import dataclass
 from typing import Any
 
 import optuna
 from hydra.core.config_store import ConfigStore
+from hydra.errors import CompactHydraException
 from hydra.utils import instantiate
 from hydra_plugins.hydra_optuna_sweeper._impl import OptunaSweeperImpl
 from hydra_plugins.hydra_optuna_sweeper.config import OptunaSweeperConf
@@ -43,6 +45,10 @@ ConfigStore.instance().store(group="hydra/sweeper", name="optuna_pruning",
                              node=PruningOptunaSweeperConf, provider="nkat_lightning")
 
 
+class SweepConfigError(CompactHydraException):
+    """A sweeper setting that cannot work; Hydra prints it as one line."""
+
+
 def single_objective(direction: Any) -> bool:
     if OmegaConf.is_config(direction):
         direction = OmegaConf.to_object(direction)
@@ -54,17 +60,26 @@ def build_pruner(pruner_cfg: Any, direction: Any) -> optuna.pruners.BasePruner:
     objectives (Optuna prunes single-objective studies only)."""
     if not pruner_cfg or not single_objective(direction):
         return optuna.pruners.NopPruner()
-    return instantiate(pruner_cfg, _execution_whitelist_=("optuna.pruners.*",))
+    try:
+        return instantiate(pruner_cfg, _execution_whitelist_=("optuna.pruners.*",))
+    except Exception as error:  # a wrong argument, a class that is not a pruner
+        cause = error.__cause__ or error
+        raise SweepConfigError(f"hydra.sweeper.pruner cannot be built: {cause}") from None
 
 
 def quoted(value: str) -> str:
-    """A Hydra override value that keeps ``:``, ``/``, ``=`` and spaces as they are."""
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    """A Hydra override value that keeps ``:``, ``/``, ``=`` and spaces as they are (in
+    Hydra's quoted strings only a quote, and backslashes before it, need escaping)."""
+    return "'" + re.sub(r"(\\*)('|$)", lambda m: m.group(1) * 2 + ("\\'" if m.group(2) else ""),
+                        value) + "'"
 
 
-def skip_finished_trials(study: optuna.Study) -> None:
-    """A job that was pruned told its trial PRUNED; the sweeper's ``tell`` that follows would
-    fail on a finished trial, so it skips those (Optuna's ``skip_if_finished``)."""
+def adopt_study(study: optuna.Study, pruner: optuna.pruners.BasePruner) -> None:
+    """Fit the sweeper's study (made by Hydra's sweeper, which knows no pruner) to pruning:
+    it gets the pruner (Hyperband's brackets also steer the sampler), and its ``tell`` skips
+    trials that their job finished already (a pruned job tells PRUNED itself, and ``tell`` of a
+    finished trial would fail: Optuna's ``skip_if_finished``)."""
+    study.pruner = pruner
     if "tell" not in vars(study):
         study.tell = functools.partial(optuna.Study.tell, study, skip_if_finished=True)
 
@@ -72,13 +87,15 @@ def skip_finished_trials(study: optuna.Study) -> None:
 class PruningSweeperImpl(OptunaSweeperImpl):
     def __init__(self, pruner: Any = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.pruner = pruner
+        self.pruner_cfg = pruner
+        self.pruner = build_pruner(pruner, self.direction)
 
     def _configure_trials(self, trials, *args, **kwargs):
+        for trial in trials:  # before the parameters are sampled
+            adopt_study(trial.study, self.pruner)
         overrides = super()._configure_trials(trials, *args, **kwargs)
         with_trial = []
         for trial, job_overrides in zip(trials, overrides, strict=True):
-            skip_finished_trials(trial.study)
             handle = {"number": str(trial.number), "study": trial.study.study_name,
                       "storage": str(self.storage)}
             with_trial.append((*job_overrides, *(f"++hydra.job.env_set.{TRIAL_ENV[key]}={quoted(value)}"
@@ -87,14 +104,14 @@ class PruningSweeperImpl(OptunaSweeperImpl):
 
     def sweep(self, arguments: list[str]) -> None:
         if self.storage is None:
-            raise ValueError("hydra.sweeper.storage is null: the trials report to their study "
-                             "through a storage; keep the default (SQLite in the sweep folder) "
-                             "or give a database URL")
-        pruner = build_pruner(self.pruner, self.direction)
-        if self.pruner and not single_objective(self.direction):
-            log.warning("Optuna cannot prune a multi-objective study: this sweep runs without "
-                        "hydra.sweeper.pruner")
-        log.info(f"Pruner: {type(pruner).__name__}")
+            raise SweepConfigError(
+                "hydra.sweeper.storage=null: the trials report to their study through a storage; "
+                "keep the default (SQLite in the sweep folder) or give a database URL")
+        requested = build_pruner(self.pruner_cfg, "maximize")
+        if type(requested) is not type(self.pruner):
+            log.warning(f"Optuna cannot prune a multi-objective study: this sweep runs without "
+                        f"hydra.sweeper.pruner ({type(requested).__name__})")
+        log.info(f"Pruner: {type(self.pruner).__name__}")
         try:
             super().sweep(arguments)
         except ValueError as error:  # from study.best_trial when no trial completed
