@@ -39,7 +39,7 @@ def test_sigkill_then_sigterm_mid_epoch_and_the_same_command_finishes_the_run(tm
         "trainer.limit_val_batches=1", "trainer.limit_test_batches=1",
         f"trainer.max_epochs={EPOCHS}", "trainer.enable_progress_bar=false",
         "trainer.log_every_n_steps=1",
-        "callbacks.periodic_checkpoint.minutes=0.0002",  # last.ckpt every ~12 ms of training
+        "callbacks.newest_checkpoint.minutes=0.0002",  # last.ckpt every ~12 ms of training
         f"paths.data_dir={tmp_path / 'data'}", f"hydra.run.dir={run_dir}")
     checkpoints = run_dir / "checkpoints"
 

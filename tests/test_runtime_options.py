@@ -16,7 +16,8 @@ def plain_network(checkpoint_path: str) -> tuple[NKATViT, dict]:
     """The checkpoint's weights loaded strictly into a plain, uncompiled NKAT-ViT."""
     checkpoint = torch.load(checkpoint_path, weights_only=True)
     net = NKATViT(**architecture(checkpoint["hyper_parameters"]["model"]))
-    weights = {k.removeprefix("net."): v for k, v in checkpoint["state_dict"].items()}
+    weights = {k.removeprefix("net."): v for k, v in checkpoint["state_dict"].items()
+               if k.startswith("net.")}  # the module also saves its best-so-far metric
     net.load_state_dict(weights, strict=True)
     return net.eval(), checkpoint
 

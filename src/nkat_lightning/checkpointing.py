@@ -1,9 +1,12 @@
-"""Checkpoints that survive interruption: atomic writes, a periodic last.ckpt, a checkpoint
-on Ctrl-C / SIGTERM, and the choice of which one a re-run resumes from."""
+"""Checkpoints that survive interruption: atomic writes, a ``last.ckpt`` that is always the
+newest state (with one previous generation), a checkpoint on Ctrl-C / SIGTERM, and the choice
+of the newest readable one a re-run resumes from."""
 
 from __future__ import annotations
 
+import logging
 import os
+import zipfile
 from datetime import timedelta
 from pathlib import Path
 
@@ -13,31 +16,68 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from nkat_lightning.errors import UserError
+
 INTERRUPTED = "interrupted"  # checkpoints/interrupted.ckpt
 LAST = "last"
+PREVIOUS = "last.prev"  # the generation before last.ckpt
+log = logging.getLogger(__name__)  # Hydra shows it and writes it to train.log
+
+
+class CheckpointWriteError(UserError):
+    """A checkpoint could not be written (disk full, permissions); the older ones are intact."""
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Writes next to the target, flushes to disk, then renames: a kill at any moment leaves
-    either the previous checkpoint or the new one, never half a file. (Lightning's own write
+    either the previous checkpoint or the new one, never half a file. Replacing ``last.ckpt``
+    keeps the one before as ``last.prev.ckpt``. (Lightning's own write
     goes through a temporary file in the system temp folder, whose move onto another file
     system is a copy, not a rename.)"""
 
     def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         partial = path.with_name(f".{path.name}.partial")
-        with open(partial, "wb") as f:
-            torch.save(checkpoint, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(partial, path)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(partial, "wb") as f:
+                torch.save(checkpoint, f)
+                f.flush()
+                os.fsync(f.fileno())
+            if path.name == f"{LAST}.ckpt" and path.is_file():  # keep one generation back
+                os.replace(path, path.with_name(f"{PREVIOUS}.ckpt"))
+            os.replace(partial, path)
+        except (OSError, RuntimeError) as error:  # torch reports a failed write as RuntimeError
+            partial.unlink(missing_ok=True)
+            kept = checkpoint_to_resume(path.parent, quiet=True)
+            raise CheckpointWriteError(
+                f"could not write the checkpoint {path}: {error}; the run stopped, "
+                f"{f'{kept} is kept' if kept else 'no earlier checkpoint exists'}. Free space "
+                "(or fix the folder's permissions) and run the same command again to resume"
+            ) from None
 
 
-def periodic_checkpoint(dirpath: str, minutes: float) -> ModelCheckpoint:
-    """``last.ckpt`` every ``minutes`` of training, mid-epoch too (besides every epoch end)."""
-    return ModelCheckpoint(dirpath=dirpath, save_top_k=0, save_last=True,
-                           train_time_interval=timedelta(minutes=minutes))
+class NewestCheckpoint(ModelCheckpoint):
+    """``last.ckpt``, always the newest training state: written at every epoch end whatever
+    validation did, and every ``minutes`` of training mid-epoch; the one before it is kept as
+    ``last.prev.ckpt``, so a fault during a write never leaves only a broken file. (Lightning's
+    ``save_last`` writes ``last.ckpt`` only when the same callback also wrote a top-k
+    checkpoint, i.e. only when validation improved.)"""
+
+    def __init__(self, dirpath: str, minutes: float) -> None:
+        super().__init__(dirpath=dirpath, save_top_k=0, save_last=True,
+                         enable_version_counter=False, train_time_interval=timedelta(minutes=minutes))
+
+    def _save_newest(self, trainer, at_train_epoch_end: bool) -> None:
+        skip = self._should_skip_saving_checkpoint(trainer)
+        if not skip and self._should_save_on_train_epoch_end(trainer) == at_train_epoch_end:
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        self._save_newest(trainer, at_train_epoch_end=False)
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        self._save_newest(trainer, at_train_epoch_end=True)
 
 
 class InterruptCheckpoint(OnExceptionCheckpoint):
@@ -57,8 +97,26 @@ class InterruptCheckpoint(OnExceptionCheckpoint):
             super().on_exception(trainer, pl_module, exception)
 
 
-def checkpoint_to_resume(checkpoint_dir: Path) -> Path | None:
-    """The newest of ``interrupted.ckpt`` and ``last.ckpt``, or None."""
-    found = [checkpoint_dir / f"{name}.ckpt" for name in (INTERRUPTED, LAST)]
-    found = [path for path in found if path.is_file()]
-    return max(found, key=lambda path: path.stat().st_mtime) if found else None
+def unreadable(path: Path) -> str | None:
+    """Why ``path`` is not a whole checkpoint (torch's zip archive, every member's CRC checked),
+    or None when it is."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            broken = archive.testzip()
+    except (OSError, zipfile.BadZipFile, EOFError) as error:
+        return str(error) or type(error).__name__
+    return f"member {broken} is corrupt" if broken else None
+
+
+def checkpoint_to_resume(checkpoint_dir: Path, quiet: bool = False) -> Path | None:
+    """The newest readable of ``interrupted.ckpt``, ``last.ckpt`` and ``last.prev.ckpt``, or
+    None; each newer one that is broken is skipped with one line saying why."""
+    found = [checkpoint_dir / f"{name}.ckpt" for name in (INTERRUPTED, LAST, PREVIOUS)]
+    for path in sorted((p for p in found if p.is_file()), key=lambda p: p.stat().st_mtime,
+                       reverse=True):
+        reason = unreadable(path)
+        if reason is None:
+            return path
+        if not quiet:
+            log.warning(f"skipping {path}: not a readable checkpoint ({reason})")
+    return None

@@ -73,6 +73,7 @@ class NKATLitModule(L.LightningModule):
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")
         self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
         self.val_acc_best = MaxMetric()
+        self.val_acc_best.persistent(True)  # in checkpoints: a resumed run keeps its best so far
         self.num_params = count_parameters(self.net)
         self.lam = lambda_theory(self.num_params)
 
@@ -92,8 +93,12 @@ class NKATLitModule(L.LightningModule):
             x = x.contiguous(memory_format=torch.channels_last)
         return self.net(x)
 
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """Checkpoints from before ``val_acc_best`` was saved load with a fresh one."""
+        for key, value in self.val_acc_best.state_dict(prefix="val_acc_best.").items():
+            checkpoint["state_dict"].setdefault(key, value)
+
     def on_train_start(self) -> None:
-        self.val_acc_best.reset()
         self.log_dict({"model/params": float(self.num_params), "model/lambda": self.lam})
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
@@ -127,6 +132,8 @@ class NKATLitModule(L.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         acc = self.val_acc.compute()
+        if self.trainer.sanity_checking:  # a few batches of the untrained model: no best
+            return
         self.val_acc_best(acc)
         best = self.val_acc_best.compute()
         self.log("val/acc_best", best, sync_dist=True, prog_bar=True)

@@ -71,10 +71,16 @@ def save_resolved_config(resolved: dict, run_dir: Path) -> None:
 
 
 def write_json(path: Path, payload: dict) -> None:
-    """Write atomically: a crash mid-write never leaves half a file."""
+    """Write atomically: a crash mid-write never leaves half a file; a failed write (disk full)
+    is one line, and its temporary file is removed."""
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(payload, indent=2) + "\n")
-    tmp.replace(path)
+    try:
+        tmp.write_text(json.dumps(payload, indent=2) + "\n")
+        tmp.replace(path)
+    except OSError as error:
+        tmp.unlink(missing_ok=True)
+        raise UserError(f"could not write {path}: {error.strerror or error}; free space (or fix "
+                        "the folder's permissions) and run the same command again") from None
 
 
 def print_results(title: str, results: dict, keys: list[str]) -> None:

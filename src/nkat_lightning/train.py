@@ -13,7 +13,7 @@ import hydra
 import lightning as L
 from lightning.pytorch.callbacks import Checkpoint, ModelCheckpoint, ModelSummary, ProgressBar
 from lightning.pytorch.plugins.io import CheckpointIO
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 from omegaconf import DictConfig
 
 from nkat_lightning.checkpointing import INTERRUPTED, AtomicCheckpointIO, checkpoint_to_resume
@@ -23,6 +23,7 @@ from nkat_lightning.ema import EMAWithWarmup
 from nkat_lightning.errors import ConfigError
 from nkat_lightning.module import NKATLitModule
 from nkat_lightning.pruning import PruneOnValidation, SweepTrial
+from nkat_lightning.run_lock import run_folder_lock
 from nkat_lightning.runner import (
     RESULTS_FILE,
     build,
@@ -106,9 +107,15 @@ def train(cfg: DictConfig, trial: SweepTrial | None = None, step_offset: int = 0
     """Fit and test one configuration; returns (and writes) the run's results. With the
     ``trial`` of a pruning sweep, ``optimized_metric`` is reported to it after every epoch
     (at step ``step_offset + epoch``); a pruned run stops there, is not tested, and its results
-    say ``pruned``."""
+    say ``pruned``. The run folder is held for this process (global rank zero) meanwhile."""
     resolved = validate_config(cfg)
     run_dir = Path(resolved["paths"]["output_dir"])
+    with run_folder_lock(run_dir) if rank_zero_only.rank == 0 else contextlib.nullcontext():
+        return fit_and_test(cfg, resolved, run_dir, trial, step_offset)
+
+
+def fit_and_test(cfg: DictConfig, resolved: dict, run_dir: Path, trial: SweepTrial | None,
+                 step_offset: int) -> dict:
     results_path = run_dir / RESULTS_FILE
     if resolved["resume"] == "auto" and results_path.is_file():
         results = json.loads(results_path.read_text())
