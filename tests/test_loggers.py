@@ -1,6 +1,7 @@
 """Loggers: W&B offline without a key (no network), its groups and tags, the suite's W&B
 scoreboard, and TensorBoard beside CSV."""
 
+import logging
 from types import SimpleNamespace
 
 import pytest
@@ -49,6 +50,21 @@ def test_wandb_goes_offline_and_logs_config_and_metrics(no_wandb_account, synthe
     assert "trainer" in seen["config"]  # the whole resolved config, not only the module's
     assert len(list((tmp_path / "run" / "wandb").glob("offline-run-*/run-*.wandb"))) == 1
     assert (tmp_path / "run" / "csv" / "metrics.csv").is_file()  # CSV runs alongside
+
+
+@pytest.mark.slow
+def test_wandb_with_a_key_and_no_reachable_server_goes_offline_at_once(no_wandb_account,
+                                                                       synthetic_root, tmp_path,
+                                                                       monkeypatch, caplog):
+    """A cluster node with the key in its environment and no internet: wandb itself would retry
+    for about two minutes and then raise."""
+    monkeypatch.setenv("WANDB_API_KEY", "0" * 40)
+    caplog.set_level(logging.INFO)
+    results = train(compose_train(["data=mnist", "logger=wandb", *TINY_MODEL, *FAST], tmp_path,
+                                  data_root=synthetic_root))
+    assert "W&B: 127.0.0.1:9 is unreachable" in caplog.text and "logging offline" in caplog.text
+    assert results["test_acc"] is not None
+    assert len(list((tmp_path / "run" / "wandb").glob("offline-run-*/run-*.wandb"))) == 1
 
 
 def test_runs_of_a_sweep_or_suite_share_a_group_and_carry_tags(monkeypatch):

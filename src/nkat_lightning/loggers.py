@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import netrc
 import os
+import socket
+import urllib.parse
 from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
@@ -15,6 +17,7 @@ from nkat_lightning.runner import in_multirun
 from nkat_lightning.scoreboard import data_set_status, verdict
 
 SUITE_GROUP_PREFIX = "suite-"
+DEFAULT_WANDB_SERVER = "https://api.wandb.ai"
 
 
 def wandb_api_key_present() -> bool:
@@ -26,16 +29,34 @@ def wandb_api_key_present() -> bool:
         return False
 
 
+def wandb_server_unreachable(timeout: float = 3.0) -> str | None:
+    """Why the W&B server (``WANDB_BASE_URL``, default api.wandb.ai) took no connection within
+    ``timeout`` seconds, or None when it did. (wandb itself retries for about two minutes and
+    then raises.)"""
+    url = urllib.parse.urlsplit(os.environ.get("WANDB_BASE_URL", DEFAULT_WANDB_SERVER))
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        with socket.create_connection((url.hostname, port), timeout=timeout):
+            return None
+    except OSError as error:
+        return f"{url.hostname}:{port} is unreachable ({error.strerror or error})"
+
+
 def resolve_offline(offline: bool | str, save_dir: str) -> bool:
     """``auto``: offline, with one notice naming the sync command, when no API key is set (or
-    WANDB_MODE=offline), so a run never waits on a login prompt or the network."""
+    WANDB_MODE=offline) or the W&B server does not answer within seconds, so a run never
+    waits on a login prompt or the network."""
     if offline != "auto":
         return bool(offline)
-    offline = os.environ.get("WANDB_MODE") == "offline" or not wandb_api_key_present()
-    if offline:
-        rank_zero_info("W&B: no API key found, logging offline. Upload later with "
-                       f"`wandb sync {save_dir}/wandb/offline-run-*`.")
-    return offline
+    sync = f"Upload later with `wandb sync {save_dir}/wandb/offline-run-*`."
+    if os.environ.get("WANDB_MODE") == "offline" or not wandb_api_key_present():
+        rank_zero_info(f"W&B: no API key found, logging offline. {sync}")
+        return True
+    problem = wandb_server_unreachable()
+    if problem:
+        rank_zero_info(f"W&B: {problem}, logging offline. {sync}")
+        return True
+    return False
 
 
 def group_and_tags(group: str | None, tags: list[str] | None) -> tuple[str | None, list[str]]:
