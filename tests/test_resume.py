@@ -94,3 +94,22 @@ def test_a_nan_loss_stops_the_run_and_keeps_the_last_checkpoint(synthetic_root, 
     assert last.read_bytes() == good and first["global_step"] == 2
     assert not (tmp_path / "run" / "results.json").exists()
     assert not (tmp_path / "run" / "checkpoints" / "interrupted.ckpt").exists()
+
+
+@pytest.mark.slow
+def test_sigterm_with_loader_workers_saves_interrupted_ckpt_and_exits_143(tmp_path):
+    """A scheduler's stop reaches the whole process group, loader workers included."""
+    write_mnist_like(tmp_path / "data", "MNIST", n_train=N_TRAIN, n_test=32)
+    run_dir = tmp_path / "run"
+    command = module_command(
+        "nkat_lightning.train", "data=mnist", *TINY_MODEL, "trainer.accelerator=cpu",
+        "trainer.devices=1", f"data.batch_size={BATCH}", f"data.val_size={VAL}",
+        "data.num_workers=2", "trainer.limit_val_batches=1", "trainer.limit_test_batches=1",
+        "trainer.max_epochs=20", "trainer.enable_progress_bar=false",
+        "callbacks.newest_checkpoint.minutes=0.0002",
+        f"paths.data_dir={tmp_path / 'data'}", f"hydra.run.dir={run_dir}")
+    last = run_dir / "checkpoints" / "last.ckpt"
+    code = start_then_signal(command, tmp_path, lambda: last.is_file() and saved_step(last) > 5,
+                             signal.SIGTERM)
+    assert code == 143
+    assert (run_dir / "checkpoints" / "interrupted.ckpt").is_file()
