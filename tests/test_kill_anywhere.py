@@ -1,0 +1,68 @@
+"""Kill anywhere: a seeded training on synthetic data is SIGKILLed at random moments (in
+training, validation, test, checkpoint and results writes: checkpoints are written every few
+milliseconds here) and the same command is run again until it finishes; it always finishes,
+with the epoch and step counts of an uninterrupted run."""
+
+import json
+import os
+import random
+import signal
+import subprocess
+import time
+
+import pytest
+
+from helpers import SUBPROCESS_ENV, TINY_MODEL, module_command
+from nkat_lightning.data.synthetic import write_mnist_like
+
+KILLER_SEEDS = [0, 1, 2]
+MAX_KILLS = 6
+
+
+def command(data, run_dir):
+    return module_command(
+        "nkat_lightning.train", "data=mnist", *TINY_MODEL, "seed=3", "trainer.accelerator=cpu",
+        "trainer.devices=1", "data.batch_size=16", "data.val_size=32", "trainer.max_epochs=3",
+        "trainer.limit_val_batches=2", "trainer.limit_test_batches=2",
+        "trainer.enable_progress_bar=false", "callbacks.newest_checkpoint.minutes=0.0001",
+        f"paths.data_dir={data}", f"hydra.run.dir={run_dir}")
+
+
+def run_to_the_end(cmd, cwd) -> float:
+    start = time.monotonic()
+    done = subprocess.run(cmd, cwd=cwd, env=SUBPROCESS_ENV, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return time.monotonic() - start
+
+
+@pytest.mark.slow
+def test_killed_anywhere_the_same_command_always_finishes_the_run(tmp_path):
+    data = tmp_path / "data"
+    write_mnist_like(data, "MNIST", n_train=432, n_test=64)
+    reference_dir = tmp_path / "reference"
+    duration = run_to_the_end(command(data, reference_dir), tmp_path)
+    reference = json.loads((reference_dir / "results.json").read_text())
+
+    for killer_seed in KILLER_SEEDS:
+        rng = random.Random(killer_seed)
+        run_dir = tmp_path / f"killed{killer_seed}"
+        kills = 0
+        while kills < MAX_KILLS and not (run_dir / "results.json").is_file():
+            process = subprocess.Popen(command(data, run_dir), cwd=tmp_path, env=SUBPROCESS_ENV,
+                                       start_new_session=True, stdout=subprocess.DEVNULL,
+                                       stderr=subprocess.DEVNULL)
+            try:
+                process.wait(timeout=rng.uniform(0.3, 1.0) * duration)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait(timeout=60)
+                kills += 1
+        assert kills >= 1
+        if not (run_dir / "results.json").is_file():
+            run_to_the_end(command(data, run_dir), tmp_path)
+        results = json.loads((run_dir / "results.json").read_text())
+        assert (results["epochs"], results["global_step"]) == (
+            reference["epochs"], reference["global_step"]), f"killer seed {killer_seed}, {kills} kills"
+        assert results["test_acc"] is not None
+        assert not list((run_dir / "checkpoints").glob(".*.partial"))
