@@ -11,6 +11,7 @@ import subprocess
 import time
 
 import pytest
+import torch
 
 from helpers import SUBPROCESS_ENV, TINY_MODEL, module_command
 from nkat_lightning.data.synthetic import write_mnist_like
@@ -66,3 +67,37 @@ def test_killed_anywhere_the_same_command_always_finishes_the_run(tmp_path):
             reference["epochs"], reference["global_step"]), f"killer seed {killer_seed}, {kills} kills"
         assert results["test_acc"] is not None
         assert not list((run_dir / "checkpoints").glob(".*.partial"))
+
+
+@pytest.mark.slow
+def test_killed_after_each_epoch_the_resumed_run_ends_exactly_as_the_uninterrupted_one(tmp_path):
+    """Kills right after each epoch's checkpoint (only epoch-end checkpoints here): every
+    resume starts on an epoch boundary, and the random states travel in the checkpoint, so the
+    final metrics equal the uninterrupted run's."""
+    data = tmp_path / "data"
+    write_mnist_like(data, "MNIST", n_train=432, n_test=64)
+    slow_checkpoints = ["callbacks.newest_checkpoint.minutes=10"]
+    reference_dir, run_dir = tmp_path / "reference", tmp_path / "killed"
+    run_to_the_end([*command(data, reference_dir), *slow_checkpoints], tmp_path)
+    last = run_dir / "checkpoints" / "last.ckpt"
+    for epoch in range(2):  # killed in epochs 1 and 2, after the checkpoints of epochs 0 and 1
+        process = subprocess.Popen([*command(data, run_dir), *slow_checkpoints], cwd=tmp_path,
+                                   env=SUBPROCESS_ENV, start_new_session=True,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        while not (last.is_file() and saved_epoch(last) == epoch):
+            assert process.poll() is None, "the run ended before it could be killed"
+            time.sleep(0.01)
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=60)
+    run_to_the_end([*command(data, run_dir), *slow_checkpoints], tmp_path)
+    reference = json.loads((reference_dir / "results.json").read_text())
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["metrics"] == reference["metrics"]
+    assert (results["epochs"], results["global_step"]) == (reference["epochs"], reference["global_step"])
+
+
+def saved_epoch(path) -> int | None:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)["epoch"]
+    except (OSError, RuntimeError, EOFError):  # replaced while being read
+        return None

@@ -10,8 +10,10 @@ import zipfile
 from datetime import timedelta
 from pathlib import Path
 
+import numpy as np
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint, OnExceptionCheckpoint
+from lightning.fabric.utilities.seed import _collect_rng_states, _set_rng_states
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint, OnExceptionCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
@@ -78,6 +80,29 @@ class NewestCheckpoint(ModelCheckpoint):
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         self._save_newest(trainer, at_train_epoch_end=True)
+
+
+class RandomStateCheckpoint(Callback):
+    """Saves the Python, NumPy and torch (and CUDA) random states in every checkpoint and sets
+    them again on resume, which Lightning does not: a run resumed from an epoch-end checkpoint
+    then draws the same shuffles, augmentations and dropout masks as the uninterrupted run.
+    Stored as tensors and lists, so checkpoints still load with ``weights_only=True``."""
+
+    def state_dict(self) -> dict:
+        states = _collect_rng_states()
+        kind, keys, position, has_gauss, gauss = states["numpy"]
+        states["numpy"] = [kind, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, gauss]
+        version, internal, python_gauss = states["python"]
+        states["python"] = [version, list(internal), python_gauss]
+        return states
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        states = dict(state_dict)
+        kind, keys, position, has_gauss, gauss = states["numpy"]
+        states["numpy"] = (kind, keys.numpy().astype(np.uint32), position, has_gauss, gauss)
+        if not torch.cuda.is_available():
+            states.pop("torch.cuda", None)
+        _set_rng_states(states)
 
 
 class InterruptCheckpoint(OnExceptionCheckpoint):
