@@ -133,3 +133,20 @@ def test_the_same_command_finds_its_folder_and_another_override_gets_a_new_one(s
     run("seed=7")
     assert len(list((tmp_path / "logs" / "train" / "mnist").iterdir())) == 2
     assert (folder / "results.json").is_file()
+
+
+def test_last_ckpt_holds_the_validated_state_even_when_a_timed_save_took_the_last_batch(
+        synthetic_root, tmp_path):
+    results = train(compose_train([*RUN, "callbacks.newest_checkpoint.minutes=0.000001"],
+                                  tmp_path, data_root=synthetic_root))  # a timed save every batch
+    state = saved(tmp_path / "run" / "checkpoints" / "last.ckpt")["state_dict"]
+    assert float(state["val_acc_best.max_value"]) == pytest.approx(results["val_acc_best"])
+
+
+def test_a_run_resumed_after_its_last_epoch_still_reports_its_best(synthetic_root, tmp_path):
+    first = train(compose_train(RUN, tmp_path, data_root=synthetic_root))
+    (tmp_path / "run" / "results.json").unlink()  # killed while testing or writing its results
+    again = train(compose_train(RUN, tmp_path, data_root=synthetic_root))
+    assert again["val_acc_best"] == pytest.approx(first["val_acc_best"])
+    assert again["metrics"]["val/tpe_best"] == pytest.approx(first["metrics"]["val/tpe_best"])
+    assert again["test_acc"] == pytest.approx(first["test_acc"])

@@ -46,8 +46,11 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 torch.save(checkpoint, f)
                 f.flush()
                 os.fsync(f.fileno())
-            if path.name == f"{LAST}.ckpt" and path.is_file():  # keep one generation back
-                os.replace(path, path.with_name(f"{PREVIOUS}.ckpt"))
+            if path.name == f"{LAST}.ckpt" and path.is_file():  # keep one good generation back
+                if unreadable(path) is None:
+                    os.replace(path, path.with_name(f"{PREVIOUS}.ckpt"))
+                else:
+                    path.unlink()
             os.replace(partial, path)
         except (OSError, RuntimeError) as error:  # torch reports a failed write as RuntimeError
             partial.unlink(missing_ok=True)
@@ -71,7 +74,10 @@ class NewestCheckpoint(ModelCheckpoint):
                          enable_version_counter=False, train_time_interval=timedelta(minutes=minutes))
 
     def _save_newest(self, trainer, at_train_epoch_end: bool) -> None:
-        skip = self._should_skip_saving_checkpoint(trainer)
+        # not Lightning's same-step skip: a timed save on an epoch's last batch holds the state
+        # before validation, and a resume from it would skip that validation
+        skip = bool(trainer.fast_dev_run) or trainer.state.fn != TrainerFn.FITTING or \
+            trainer.sanity_checking
         if not skip and self._should_save_on_train_epoch_end(trainer) == at_train_epoch_end:
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
 
@@ -86,7 +92,13 @@ class RandomStateCheckpoint(Callback):
     """Saves the Python, NumPy and torch (and CUDA) random states in every checkpoint and sets
     them again on resume, which Lightning does not: a run resumed from an epoch-end checkpoint
     then draws the same shuffles, augmentations and dropout masks as the uninterrupted run.
-    Stored as tensors and lists, so checkpoints still load with ``weights_only=True``."""
+    Stored as tensors and lists, so checkpoints still load with ``weights_only=True``. Set
+    again only when fitting (testing a checkpoint must not rewind the random stream)."""
+
+    fitting = False
+
+    def setup(self, trainer, pl_module, stage: str) -> None:  # before a checkpoint is restored
+        self.fitting = stage == "fit"
 
     def state_dict(self) -> dict:
         states = _collect_rng_states()
@@ -97,11 +109,15 @@ class RandomStateCheckpoint(Callback):
         return states
 
     def load_state_dict(self, state_dict: dict) -> None:
+        if not self.fitting:
+            return
         states = dict(state_dict)
         kind, keys, position, has_gauss, gauss = states["numpy"]
         states["numpy"] = (kind, keys.numpy().astype(np.uint32), position, has_gauss, gauss)
-        if not torch.cuda.is_available():
-            states.pop("torch.cuda", None)
+        gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        states["torch.cuda"] = states.get("torch.cuda", [])[:gpus]  # resumed on fewer GPUs
+        if len(states["torch.cuda"]) < gpus:
+            states.pop("torch.cuda")
         _set_rng_states(states)
 
 
@@ -128,7 +144,7 @@ def unreadable(path: Path) -> str | None:
     try:
         with zipfile.ZipFile(path) as archive:
             broken = archive.testzip()
-    except (OSError, zipfile.BadZipFile, EOFError) as error:
+    except Exception as error:  # whatever a damaged archive raises
         return str(error) or type(error).__name__
     return f"member {broken} is corrupt" if broken else None
 

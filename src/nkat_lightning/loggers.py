@@ -18,6 +18,7 @@ from nkat_lightning.scoreboard import data_set_status, verdict
 
 SUITE_GROUP_PREFIX = "suite-"
 DEFAULT_WANDB_SERVER = "https://api.wandb.ai"
+PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")
 
 
 def wandb_api_key_present() -> bool:
@@ -33,8 +34,15 @@ def wandb_server_unreachable(timeout: float = 3.0) -> str | None:
     """Why the W&B server (``WANDB_BASE_URL``, default api.wandb.ai) took no connection within
     ``timeout`` seconds, or None when it did. (wandb itself retries for about two minutes and
     then raises.)"""
-    url = urllib.parse.urlsplit(os.environ.get("WANDB_BASE_URL", DEFAULT_WANDB_SERVER))
-    port = url.port or (443 if url.scheme == "https" else 80)
+    if any(os.environ.get(name) for name in PROXY_VARIABLES):
+        return None  # the server is reached through a proxy: leave the decision to wandb
+    try:
+        url = urllib.parse.urlsplit(os.environ.get("WANDB_BASE_URL", DEFAULT_WANDB_SERVER))
+        port = url.port or (443 if url.scheme == "https" else 80)
+    except ValueError:  # a malformed port: wandb reports it
+        return None
+    if not url.hostname:
+        return None
     try:
         with socket.create_connection((url.hostname, port), timeout=timeout):
             return None

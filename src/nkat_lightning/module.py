@@ -96,7 +96,9 @@ class NKATLitModule(L.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         """Checkpoints from before ``val_acc_best`` was saved load with a fresh one."""
         for key, value in self.val_acc_best.state_dict(prefix="val_acc_best.").items():
-            checkpoint["state_dict"].setdefault(key, value)
+            for weights in ("state_dict", "current_model_state"):  # the latter: with EMA
+                if weights in checkpoint:
+                    checkpoint[weights].setdefault(key, value)
 
     def on_train_start(self) -> None:
         self.log_dict({"model/params": float(self.num_params), "model/lambda": self.lam})
@@ -135,10 +137,16 @@ class NKATLitModule(L.LightningModule):
         if self.trainer.sanity_checking:  # a few batches of the untrained model: no best
             return
         self.val_acc_best(acc)
-        best = self.val_acc_best.compute()
-        self.log("val/acc_best", best, sync_dist=True, prog_bar=True)
+        best = self.best_so_far()
+        self.log("val/acc_best", best["val/acc_best"], sync_dist=True, prog_bar=True)
         self.log("val/tpe", tpe(float(acc), self.lam), sync_dist=True)
-        self.log("val/tpe_best", tpe(float(best), self.lam), sync_dist=True)
+        self.log("val/tpe_best", best["val/tpe_best"], sync_dist=True)
+
+    def best_so_far(self) -> dict[str, float]:
+        """``val/acc_best`` and ``val/tpe_best`` over the whole run (restored on resume); empty
+        before the first validation."""
+        best = float(self.val_acc_best.max_value)
+        return {"val/acc_best": best, "val/tpe_best": tpe(best, self.lam)} if math.isfinite(best) else {}
 
     def test_step(self, batch, batch_idx: int) -> None:
         self._eval_step(batch, self.test_loss, self.test_acc, "test")

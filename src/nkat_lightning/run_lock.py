@@ -49,6 +49,10 @@ def run_folder_lock(run_dir: Path):
                 f"the run folder {run_dir} is in use by {describe_holder(path.read_text())}: "
                 "wait for that run to finish (or stop it), or give this one another folder "
                 "(hydra.run.dir=... or a different override)") from None
+        except OSError as error:  # a file system without locks (some network ones)
+            log.warning(f"cannot lock {run_dir} ({error.strerror}); going on without the lock")
+            yield
+            return
         previous = os.read(fd, 4096).decode(errors="replace")
         if previous.strip():  # its holder ended without letting go: killed
             log.warning(f"taking over {run_dir} from {describe_holder(previous)}, which is gone")

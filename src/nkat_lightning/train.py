@@ -155,7 +155,9 @@ def fit_and_test(cfg: DictConfig, resolved: dict, run_dir: Path, trial: SweepTri
         start = time.perf_counter()
         with stop_cleanly_on_interrupt(trainer, run_dir):
             trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
-        fit_metrics = dict(trainer.callback_metrics)
+        # the best so far from the checkpoint when this fit validated nothing (resumed after
+        # its last epoch, e.g. killed while testing)
+        fit_metrics = {**module.best_so_far(), **trainer.callback_metrics}
         checkpoint = next((c for c in callbacks if isinstance(c, ModelCheckpoint) and c.monitor),
                           None)
         best = checkpoint.best_model_path if checkpoint else ""

@@ -6,6 +6,7 @@ Each data set is a small subclass that names its torchvision class and its nativ
 from __future__ import annotations
 
 import abc
+import functools
 import gzip
 import os
 import shutil
@@ -17,7 +18,6 @@ from pathlib import Path
 import lightning as L
 import torch
 from lightning.fabric.utilities.seed import pl_worker_init_function
-from lightning.pytorch.utilities import rank_zero_only
 from torch.utils.data import DataLoader, Dataset, Subset, random_split
 
 from nkat_lightning.data.tensor_dataset import UInt8ImageDataset, images_and_targets, return_batch
@@ -28,7 +28,7 @@ DOWNLOAD_TIMEOUT_S = 30
 
 
 
-def init_loader_worker(worker_id: int) -> None:
+def init_loader_worker(worker_id: int, rank: int = 0) -> None:
     """Loader workers leave SIGTERM and Ctrl-C to the main process, which stops after the batch
     and saves ``interrupted.ckpt``; a scheduler signals the whole process group, and a worker
     killed by it would end the run with a traceback instead. Seeds the worker as Lightning's
@@ -36,7 +36,7 @@ def init_loader_worker(worker_id: int) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if int(os.environ.get("PL_SEED_WORKERS", 0)):
-        pl_worker_init_function(worker_id, rank=rank_zero_only.rank)
+        pl_worker_init_function(worker_id, rank=rank)
 
 class ImageDataModule(L.LightningDataModule, abc.ABC):
     """Train/val split of the official training set, the official test set for test.
@@ -236,7 +236,8 @@ class ImageDataModule(L.LightningDataModule, abc.ABC):
             pin_memory=self.pin_memory,
             persistent_workers=self.persistent_workers,
             collate_fn=return_batch,
-            worker_init_fn=init_loader_worker if self.num_workers else None,
+            worker_init_fn=functools.partial(init_loader_worker, rank=self.trainer.global_rank
+                                             if self.trainer else 0) if self.num_workers else None,
         )
 
     def train_dataloader(self) -> DataLoader:
