@@ -54,7 +54,7 @@ def test_killed_anywhere_the_same_command_always_finishes_the_run(tmp_path):
                                        start_new_session=True, stdout=subprocess.DEVNULL,
                                        stderr=subprocess.DEVNULL)
             try:
-                process.wait(timeout=rng.uniform(0.3, 1.0) * duration)
+                process.wait(timeout=rng.uniform(0.1, 0.6) * duration)
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait(timeout=60)
