@@ -29,18 +29,22 @@ def saved_step(path: Path) -> int:
     return torch.load(path, map_location="cpu", weights_only=True)["global_step"]
 
 
-@pytest.mark.slow
-def test_sigkill_then_sigterm_mid_epoch_and_the_same_command_finishes_the_run(tmp_path):
+def resumable_command(tmp_path: Path, run_dir: Path, *extra: str) -> list[str]:
+    """A small MNIST run in a fresh interpreter that writes last.ckpt every ~12 ms of training."""
     write_mnist_like(tmp_path / "data", "MNIST", n_train=N_TRAIN, n_test=32)
-    run_dir = tmp_path / "run"
-    command = module_command(
+    return module_command(
         "nkat_lightning.train", "data=mnist", *TINY_MODEL, "trainer.accelerator=cpu",
         "trainer.devices=1", f"data.batch_size={BATCH}", f"data.val_size={VAL}",
         "trainer.limit_val_batches=1", "trainer.limit_test_batches=1",
-        f"trainer.max_epochs={EPOCHS}", "trainer.enable_progress_bar=false",
-        "trainer.log_every_n_steps=1",
-        "callbacks.newest_checkpoint.minutes=0.0002",  # last.ckpt every ~12 ms of training
-        f"paths.data_dir={tmp_path / 'data'}", f"hydra.run.dir={run_dir}")
+        "trainer.enable_progress_bar=false", "callbacks.newest_checkpoint.minutes=0.0002",
+        f"paths.data_dir={tmp_path / 'data'}", f"hydra.run.dir={run_dir}", *extra)
+
+
+@pytest.mark.slow
+def test_sigkill_then_sigterm_mid_epoch_and_the_same_command_finishes_the_run(tmp_path):
+    run_dir = tmp_path / "run"
+    command = resumable_command(tmp_path, run_dir, f"trainer.max_epochs={EPOCHS}",
+                                "trainer.log_every_n_steps=1")
     checkpoints = run_dir / "checkpoints"
 
     last, interrupted = checkpoints / "last.ckpt", checkpoints / "interrupted.ckpt"
@@ -99,15 +103,8 @@ def test_a_nan_loss_stops_the_run_and_keeps_the_last_checkpoint(synthetic_root, 
 @pytest.mark.slow
 def test_sigterm_with_loader_workers_saves_interrupted_ckpt_and_exits_143(tmp_path):
     """A scheduler's stop reaches the whole process group, loader workers included."""
-    write_mnist_like(tmp_path / "data", "MNIST", n_train=N_TRAIN, n_test=32)
     run_dir = tmp_path / "run"
-    command = module_command(
-        "nkat_lightning.train", "data=mnist", *TINY_MODEL, "trainer.accelerator=cpu",
-        "trainer.devices=1", f"data.batch_size={BATCH}", f"data.val_size={VAL}",
-        "data.num_workers=2", "trainer.limit_val_batches=1", "trainer.limit_test_batches=1",
-        "trainer.max_epochs=20", "trainer.enable_progress_bar=false",
-        "callbacks.newest_checkpoint.minutes=0.0002",
-        f"paths.data_dir={tmp_path / 'data'}", f"hydra.run.dir={run_dir}")
+    command = resumable_command(tmp_path, run_dir, "data.num_workers=2", "trainer.max_epochs=20")
     last = run_dir / "checkpoints" / "last.ckpt"
     code = start_then_signal(command, tmp_path, lambda: last.is_file() and saved_step(last) > 5,
                              signal.SIGTERM)
