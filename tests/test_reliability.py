@@ -37,6 +37,37 @@ def test_last_ckpt_is_the_newest_state_even_when_validation_does_not_improve(syn
     assert saved(checkpoints / "last.prev.ckpt")["global_step"] == 4
 
 
+def test_last_ckpt_never_disappears_while_a_new_one_replaces_it(tmp_path, monkeypatch):
+    # a reader polling last.ckpt (or a kill between two renames) must always find a file
+    last, replace = tmp_path / "last.ckpt", checkpointing.os.replace
+    missing = []
+
+    def watched_replace(source, target):
+        missing.append(not last.is_file())
+        replace(source, target)
+
+    monkeypatch.setattr(checkpointing.os, "replace", watched_replace)
+    io = checkpointing.AtomicCheckpointIO()
+    for step in range(3):
+        io.save_checkpoint({"global_step": step}, last)
+    assert missing[0] and not any(missing[1:])  # only the very first write finds none
+    assert saved(last)["global_step"] == 2
+    assert saved(tmp_path / "last.prev.ckpt")["global_step"] == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt", "last.prev.ckpt"]
+
+
+def test_a_file_system_without_hard_links_still_keeps_the_previous_generation(tmp_path,
+                                                                              monkeypatch):
+    def no_links(*args):
+        raise OSError("Operation not permitted")
+
+    monkeypatch.setattr(checkpointing.os, "link", no_links)
+    io, last = checkpointing.AtomicCheckpointIO(), tmp_path / "last.ckpt"
+    for step in range(2):
+        io.save_checkpoint({"global_step": step}, last)
+    assert saved(last)["global_step"] == 1 and saved(tmp_path / "last.prev.ckpt")["global_step"] == 0
+
+
 def test_a_broken_newest_checkpoint_is_skipped_for_the_one_before(synthetic_root, tmp_path,
                                                                   caplog):
     train(compose_train([*RUN, "trainer.max_epochs=2"], tmp_path, data_root=synthetic_root))

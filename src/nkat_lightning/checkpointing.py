@@ -33,7 +33,7 @@ class CheckpointWriteError(UserError):
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Writes next to the target, flushes to disk, then renames: a kill at any moment leaves
     either the previous checkpoint or the new one, never half a file. Replacing ``last.ckpt``
-    keeps the one before as ``last.prev.ckpt``. (Lightning's own write
+    keeps the one before as ``last.prev.ckpt`` while ``last.ckpt`` stays in place. (Lightning's own write
     goes through a temporary file in the system temp folder, whose move onto another file
     system is a copy, not a rename.)"""
 
@@ -46,12 +46,9 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 torch.save(checkpoint, f)
                 f.flush()
                 os.fsync(f.fileno())
-            if path.name == f"{LAST}.ckpt" and path.is_file():  # keep one good generation back
-                if unreadable(path) is None:
-                    os.replace(path, path.with_name(f"{PREVIOUS}.ckpt"))
-                else:
-                    path.unlink()
-            os.replace(partial, path)
+            if path.name == f"{LAST}.ckpt" and path.is_file() and unreadable(path) is None:
+                keep_previous_generation(path)
+            os.replace(partial, path)  # the target exists at every moment, old or new
         except (OSError, RuntimeError) as error:  # torch reports a failed write as RuntimeError
             partial.unlink(missing_ok=True)
             kept = checkpoint_to_resume(path.parent, quiet=True)
@@ -60,6 +57,19 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 f"{f'{kept} is kept' if kept else 'no earlier checkpoint exists'}. Free space "
                 "(or fix the folder's permissions) and run the same command again to resume"
             ) from None
+
+
+def keep_previous_generation(path: Path) -> None:
+    """Hard-links ``path`` as ``last.prev.ckpt`` so that ``path`` itself never disappears
+    (a rename would leave a moment without ``last.ckpt``); renames where links are refused."""
+    previous, link = path.with_name(f"{PREVIOUS}.ckpt"), path.with_name(f".{PREVIOUS}.link")
+    link.unlink(missing_ok=True)
+    try:
+        os.link(path, link)
+    except OSError:  # a file system without hard links
+        os.replace(path, previous)
+        return
+    os.replace(link, previous)
 
 
 class NewestCheckpoint(ModelCheckpoint):
