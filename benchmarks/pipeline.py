@@ -23,10 +23,11 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from torchvision.datasets import cifar
 
-from nkat_lightning.config import compose_train_config, validate_config
+from nkat_lightning.config.checks import validate_config
+from nkat_lightning.config.compose import compose_train_config
+from nkat_lightning.config.instantiate import build
 from nkat_lightning.data.synthetic import write_cifar10, write_mnist_like
-from nkat_lightning.module import NKATLitModule
-from nkat_lightning.runner import build
+from nkat_lightning.training.module import NKATLitModule
 
 CASES = [  # (label, overrides): the default pack on MNIST shape, strong on CIFAR-10 shape
     ("mnist-shape, default (aug=none)", ["data=mnist"]),

@@ -33,10 +33,10 @@ import torch
 from timm.models.vision_transformer import VisionTransformer
 from timm.models.vision_transformer_hybrid import HybridEmbed
 
-from nkat_lightning.config import compose_train_config, validate_config
-from nkat_lightning.models import NKATViT
+from nkat_lightning.config.checks import validate_config
+from nkat_lightning.config.compose import compose_train_config
+from nkat_lightning.models import ModelConfig, NKATViT
 from nkat_lightning.models.embedding import build_conv_stem
-from nkat_lightning.models.nkat_vit import architecture
 
 PRESETS = {  # name -> overrides of the train config
     "mnist": ["experiment=compact_mnist"],
@@ -55,14 +55,14 @@ TARGETS = [("(a) plain", "timm", 0.95), ("(b) top-k+top-p", "(a) plain", 0.6),
 def preset_model_config(preset: str) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         cfg = compose_train_config(PRESETS[preset], Path(tmp))
-        return architecture(validate_config(cfg)["model"])
+        return validate_config(cfg)["model"]
 
 
 def build(model_cfg: dict, variant: str) -> torch.nn.Module:
     """NKAT-ViT for a variant, or timm's ViT ("timm") with the same stem, dimensions and
     dropout rates (NKAT-ViT's colour-wise LayerNorm, on for RGB, has no timm counterpart)."""
     if variant != "timm":
-        return NKATViT(**{**model_cfg, **VARIANTS[variant]})
+        return NKATViT(ModelConfig.from_dict({**model_cfg, **VARIANTS[variant]}))
     stem, _ = build_conv_stem(model_cfg["conv_stem"], model_cfg["in_chans"])
     return VisionTransformer(
         img_size=model_cfg["img_size"], patch_size=model_cfg["patch_size"],

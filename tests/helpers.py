@@ -10,7 +10,7 @@ import time
 
 from hydra.core.global_hydra import GlobalHydra
 
-from nkat_lightning.config import compose_train_config as compose_train  # noqa: F401
+from nkat_lightning.config.compose import compose_train_config as compose_train  # noqa: F401
 
 TINY_MODEL = ["model.embed_dim=32", "model.depth=2", "model.num_heads=2"]
 FAST = ["trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1",
@@ -55,7 +55,7 @@ def start_then_signal(command: list[str], cwd, ready, sig: int = signal.SIGKILL,
 
 def finished_run(val_acc: float, test_acc: float, lam: float = 0.5) -> dict:
     """A suite entry of a finished run, as ``run_one`` returns it."""
-    from nkat_lightning.metrics import tpe
+    from nkat_lightning.training.metrics import tpe
 
     return {"status": "ok", "val_acc_best": val_acc, "val_tpe_best": tpe(val_acc, lam),
             "test_acc": test_acc, "test_tpe": tpe(test_acc, lam), "params": int(lam * 1e6),

@@ -9,9 +9,9 @@ import torch
 from omegaconf import OmegaConf
 
 from helpers import FAST, TINY_MODEL, compose_train
-from nkat_lightning.analysis import attention_rollout, attention_statistics, reliability_bins
-from nkat_lightning.analyze import TEMPERATURE_FACTORS, analyze
-from nkat_lightning.train import train
+from nkat_lightning.analysis.figures import TEMPERATURE_FACTORS, analyze
+from nkat_lightning.analysis.statistics import attention_rollout, attention_statistics, reliability_bins
+from nkat_lightning.training.fit import train
 
 
 @pytest.fixture(scope="module")

@@ -10,12 +10,12 @@ from timm.loss import SoftTargetCrossEntropy
 from torchvision.transforms import v2
 
 from helpers import FAST, TINY_MODEL, compose_train
-from nkat_lightning.config import validate_config
+from nkat_lightning.config.checks import validate_config
 from nkat_lightning.data.transforms import BatchTransform, PerImageRandAugment, build_image_transform
 from nkat_lightning.errors import ConfigError
-from nkat_lightning.eval import evaluate
-from nkat_lightning.module import NKATLitModule
-from nkat_lightning.train import train
+from nkat_lightning.training.evaluate import evaluate
+from nkat_lightning.training.fit import train
+from nkat_lightning.training.module import NKATLitModule
 
 CIFAR = SimpleNamespace(natural_images=True, img_size=32, in_chans=3)
 GLYPH = SimpleNamespace(natural_images=False, img_size=28, in_chans=1)
@@ -140,7 +140,7 @@ def test_per_image_randaugment_matches_torchvision_per_image(op, monkeypatch):
 
 
 def test_ema_decay_warms_up_then_holds():
-    from nkat_lightning.ema import ema_multi_avg_fn, warmup_decay
+    from nkat_lightning.training.ema import ema_multi_avg_fn, warmup_decay
     assert warmup_decay(0.9995, 0) == pytest.approx(0.1)
     assert warmup_decay(0.9995, 90) == pytest.approx(0.91)
     assert warmup_decay(0.9995, 10**6) == 0.9995

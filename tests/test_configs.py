@@ -6,10 +6,10 @@ import pytest
 from omegaconf import OmegaConf
 
 from helpers import compose_train
-from nkat_lightning.config import CONFIG_DIR, run_name, validate_config
+from nkat_lightning.config.checks import validate_config
+from nkat_lightning.config.compose import CONFIG_DIR, run_name
 from nkat_lightning.errors import ConfigError
-from nkat_lightning.models import NKATViT
-from nkat_lightning.models.nkat_vit import architecture
+from nkat_lightning.models import ModelConfig, NKATViT
 
 GROUPS = ["data", "model/conv_stem", "aug", "optim", "trainer", "logger", "callbacks", "paths",
           "experiment", "debug", "hparams_search"]
@@ -37,7 +37,8 @@ def test_every_data_set_and_stem_builds_with_default_patch(data, stem, tmp_path)
     cfg = compose_train([f"data={data}", f"model.conv_stem={stem}"], tmp_path)
     model_cfg = validate_config(cfg)["model"]
     assert model_cfg["conv_stem"] == stem
-    model = NKATViT(**{**architecture(model_cfg), "embed_dim": 16, "depth": 1, "num_heads": 2})
+    model = NKATViT(ModelConfig.from_dict({**model_cfg, "embed_dim": 16, "depth": 1,
+                                           "num_heads": 2}))
     assert model.patch_embed.num_patches >= 4
 
 

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from helpers import compose_train
+from nkat_lightning.config.instantiate import build
 from nkat_lightning.data import (
     CIFAR10DataModule,
     EMNISTDataModule,
@@ -14,7 +15,6 @@ from nkat_lightning.data import (
 )
 from nkat_lightning.data.synthetic import write_mnist_like
 from nkat_lightning.errors import DataNotFoundError
-from nkat_lightning.runner import build
 
 EXPECTED = {  # data option -> (class, channels, size, classes)
     "mnist": (MNISTDataModule, 1, 28, 10),

@@ -5,8 +5,9 @@ from pathlib import Path
 import pytest
 
 from helpers import compose_train
-from nkat_lightning.config import CONFIG_DIR, validate_config
-from nkat_lightning.train import train
+from nkat_lightning.config.checks import validate_config
+from nkat_lightning.config.compose import CONFIG_DIR
+from nkat_lightning.training.fit import train
 
 EXPERIMENTS = sorted(p.stem for p in (Path(CONFIG_DIR) / "experiment").glob("*.yaml"))
 FEW_BATCHES = ["trainer.max_epochs=1", "trainer.limit_train_batches=2",

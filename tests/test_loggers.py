@@ -8,10 +8,10 @@ import pytest
 from hydra.types import RunMode
 
 from helpers import FAST, TINY_MODEL, compose_train, finished_run
-from nkat_lightning import loggers
-from nkat_lightning import train as train_module
-from nkat_lightning.scoreboard import build_scoreboard, write_scoreboard
-from nkat_lightning.train import train
+from nkat_lightning.search.scoreboard import build_scoreboard, write_scoreboard
+from nkat_lightning.training import fit as train_module
+from nkat_lightning.training import loggers
+from nkat_lightning.training.fit import train
 
 EXPECTED_HISTORY = {"train/loss_epoch", "train/acc", "val/loss", "val/acc", "val/acc_best",
                     "val/tpe", "val/tpe_best", "test/acc", "test/loss", "test/tpe",

@@ -2,8 +2,8 @@ import math
 
 import pytest
 
-from nkat_lightning.metrics import global_scores, lambda_theory, tpe
-from nkat_lightning.module import warmup_cosine_factor
+from nkat_lightning.training.metrics import global_scores, lambda_theory, tpe
+from nkat_lightning.training.module import warmup_cosine_factor
 
 
 def test_tpe_matches_seed_examples():

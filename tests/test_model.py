@@ -4,9 +4,22 @@ import pytest
 import torch
 from timm.layers import LayerNorm2d
 
-from nkat_lightning.models import NKATAttention, NKATViT, check_patch_grid, filtered_softmax
+from nkat_lightning.config.schema import STEM_LAYERS
+from nkat_lightning.errors import ConfigError
+from nkat_lightning.models import AttentionConfig, ModelConfig, NKATAttention, NKATViT, filtered_softmax
 from nkat_lightning.models.attention import NKATModulation
-from nkat_lightning.models.embedding import CONV_STEMS, ColourLayerNorm
+from nkat_lightning.models.embedding import ColourLayerNorm
+
+CONV_STEMS = tuple(STEM_LAYERS)
+
+
+def vit(**settings) -> NKATViT:
+    return NKATViT(ModelConfig(**settings))
+
+
+def attention(dim: int, num_heads: int = 8, layer_index: int = 0, **settings) -> NKATAttention:
+    return NKATAttention(dim, num_heads=num_heads, layer_index=layer_index,
+                         config=AttentionConfig(**settings))
 
 SHAPES = {"mnist": (28, 1, {"off": 7, "tiny": 1, "small": 1}),
           "cifar10": (32, 3, {"off": 4, "tiny": 2, "small": 2})}
@@ -23,7 +36,7 @@ TINY = {"embed_dim": 32, "depth": 2, "num_heads": 2}
                          list(itertools.product(SHAPES, CONV_STEMS, MODES)))
 def test_forward_every_stem_shape_and_mode(data, stem, mode):
     size, chans, patches = SHAPES[data]
-    model = NKATViT(img_size=size, in_chans=chans, num_classes=7, conv_stem=stem,
+    model = vit(img_size=size, in_chans=chans, num_classes=7, conv_stem=stem,
                     patch_size=patches[stem], **TINY, **MODES[mode])
     logits = model(torch.randn(3, chans, size, size))
     assert logits.shape == (3, 7)
@@ -35,11 +48,11 @@ def test_forward_every_stem_shape_and_mode(data, stem, mode):
 
 
 def test_color_norm_is_auto_for_rgb_only():
-    rgb = NKATViT(img_size=32, in_chans=3, patch_size=4, **TINY)
-    grey = NKATViT(img_size=28, in_chans=1, patch_size=7, **TINY)
+    rgb = vit(img_size=32, in_chans=3, patch_size=4, **TINY)
+    grey = vit(img_size=28, in_chans=1, patch_size=7, **TINY)
     assert type(rgb.patch_embed.backbone[0]).__name__ == "ColourLayerNorm"
     assert type(grey.patch_embed.backbone[0]).__name__ == "Identity"
-    off = NKATViT(img_size=32, in_chans=3, patch_size=4, color_norm=False, **TINY)
+    off = vit(img_size=32, in_chans=3, patch_size=4, color_norm=False, **TINY)
     assert type(off.patch_embed.backbone[0]).__name__ == "Identity"
 
 
@@ -60,17 +73,17 @@ def test_colour_layer_norm_equals_timms_layer_norm_2d():
 
 
 def test_seed_baseline_has_about_8m_parameters():
-    model = NKATViT(img_size=32, in_chans=3, conv_stem="tiny", patch_size=2, embed_dim=384,
+    model = vit(img_size=32, in_chans=3, conv_stem="tiny", patch_size=2, embed_dim=384,
                     depth=7, num_heads=8)
     assert 7.5e6 < sum(p.numel() for p in model.parameters()) < 9e6
 
 
 def test_patch_grid_error_names_size_reduction_and_patch():
-    with pytest.raises(ValueError) as info:
-        check_patch_grid(28, "tiny", 2)
+    with pytest.raises(ConfigError) as info:
+        ModelConfig(img_size=28, conv_stem="tiny", patch_size=2)
     message = str(info.value)
     assert "\n" not in message
-    assert "28-px" in message and "reduction 4x" in message and "patch_size=2" in message
+    assert "28-px" in message and "reduction 4x" in message and "model.patch_size: 2" in message
 
 
 def reference_mask(logits: torch.Tensor, k: int | None, p: float | None) -> torch.Tensor:
@@ -112,7 +125,7 @@ def test_filtered_softmax_matches_reference_values_and_gradients(k, p):
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
 def test_filtered_attention_runs_in_the_model_dtype(dtype):
-    attn = NKATAttention(16, num_heads=2, top_k=2, top_p=0.9, nkat_strength=0.5).to(dtype)
+    attn = attention(16, num_heads=2, top_k=2, top_p=0.9, nkat_strength=0.5).to(dtype)
     assert attn(torch.randn(2, 5, 16, dtype=dtype)).dtype == dtype
 
 
@@ -141,7 +154,7 @@ def test_top_p_keeps_smallest_prefix_reaching_p():
 
 def _attention(**kwargs) -> NKATAttention:
     torch.manual_seed(0)
-    return NKATAttention(16, num_heads=2, layer_index=2, **kwargs).eval()
+    return attention(16, num_heads=2, layer_index=2, **kwargs).eval()
 
 
 @pytest.mark.parametrize("kwargs", [{}, {"temperature": 0.7}, {"nkat_strength": 0.5,
@@ -215,7 +228,7 @@ def test_learnable_temperature_gets_gradient():
 
 
 def test_attention_maps_per_layer():
-    model = NKATViT(img_size=28, in_chans=1, patch_size=7, **TINY, top_k=4)
+    model = vit(img_size=28, in_chans=1, patch_size=7, **TINY, top_k=4)
     maps = model.attention_maps(torch.randn(2, 1, 28, 28))
     assert len(maps) == 2 and maps[0].shape == (2, 2, 17, 17)
     assert ((maps[0] > 0).sum(-1) <= 4).all()
@@ -226,7 +239,7 @@ def test_split_heads_keep_colour_groups_apart():
     torch.manual_seed(0)
     kwargs = {"img_size": 32, "in_chans": 3, "patch_size": 4, "embed_dim": 32, "depth": 1,
               "num_heads": 4, "color_norm": False}
-    split = NKATViT(split_heads=True, **kwargs)
+    split = vit(split_heads=True, **kwargs)
     x = torch.randn(2, 3, 32, 32)
     assert split(x).shape == (2, 10)
     # the red slice of the embedding (first quarter) ignores the green and blue channels
@@ -238,29 +251,29 @@ def test_split_heads_keep_colour_groups_apart():
     # colour heads' q/k/v see only their own feature slice, the shared heads see all
     weight = split.blocks[0].attn.qkv.weight
     assert weight[:8, 8:].abs().max() == 0 and weight[24:32].abs().min() > 0
-    plain = NKATViT(split_heads=False, **kwargs)
+    plain = vit(split_heads=False, **kwargs)
     plain.load_state_dict({k.replace(".parametrizations.weight.original", ".weight"): v
                            for k, v in split.state_dict().items()})
     assert not torch.allclose(plain(x), split(x))  # the masks change the computation
 
 
 def test_split_heads_need_four_head_groups():
-    with pytest.raises(ValueError, match="divisible by 4"):
-        NKATViT(img_size=32, in_chans=3, patch_size=4, embed_dim=36, num_heads=6,
+    with pytest.raises(ConfigError, match="divisible by 4"):
+        vit(img_size=32, in_chans=3, patch_size=4, embed_dim=36, num_heads=6,
                 split_heads=True)
 
 
 def test_fixed_and_learned_temperature_give_the_same_output():
     torch.manual_seed(0)
-    fixed = NKATAttention(32, num_heads=4, temperature=0.65)
-    learned = NKATAttention(32, num_heads=4, temperature=0.65, learnable_temperature=True)
+    fixed = attention(32, num_heads=4, temperature=0.65)
+    learned = attention(32, num_heads=4, temperature=0.65, learnable_temperature=True)
     learned.load_state_dict(fixed.state_dict())
     x = torch.randn(2, 9, 32)
     torch.testing.assert_close(fixed(x), learned(x))
 
 
 def test_fixed_temperature_follows_loads_and_settings():
-    source, target = NKATAttention(32, temperature=0.5), NKATAttention(32, temperature=1.0)
+    source, target = attention(32, temperature=0.5), attention(32, temperature=1.0)
     target.load_state_dict(source.state_dict())
     assert target.fixed_temperature == pytest.approx(0.5)
     target.set_temperature(2.0)

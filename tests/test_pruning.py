@@ -15,8 +15,8 @@ from helpers import FAST, run_hydra_main
 from hydra_plugins.nkat_optuna_sweeper.pruning_sweeper import build_pruner
 from nkat_lightning import report
 from nkat_lightning import train as train_entry
-from nkat_lightning.config import CONFIG_DIR
-from nkat_lightning.module import NKATLitModule
+from nkat_lightning.config.compose import CONFIG_DIR
+from nkat_lightning.training.module import NKATLitModule
 
 PRUNERS = sorted(p.stem for p in (Path(CONFIG_DIR) / "hydra" / "sweeper" / "pruner").glob("*.yaml"))
 States = optuna.trial.TrialState

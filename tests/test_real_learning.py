@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from helpers import compose_train
-from nkat_lightning.train import train
+from nkat_lightning.training.fit import train
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 

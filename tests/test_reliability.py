@@ -12,11 +12,11 @@ import torch
 import torch.nn.functional as F
 
 from helpers import FAST, SUBPROCESS_ENV, TINY_MODEL, compose_train, module_command, run_hydra_main
-from nkat_lightning import checkpointing
 from nkat_lightning import train as train_entry
-from nkat_lightning.module import NKATLitModule
-from nkat_lightning.run_lock import run_folder_lock
-from nkat_lightning.train import train
+from nkat_lightning.training import checkpointing
+from nkat_lightning.training.fit import train
+from nkat_lightning.training.module import NKATLitModule
+from nkat_lightning.training.run_lock import run_folder_lock
 
 RUN = ["data=mnist", *TINY_MODEL, *FAST]
 

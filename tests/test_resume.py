@@ -19,7 +19,7 @@ from helpers import (
 )
 from nkat_lightning.data.synthetic import write_mnist_like
 from nkat_lightning.errors import NonFiniteLossError
-from nkat_lightning.train import train
+from nkat_lightning.training.fit import train
 
 N_TRAIN, VAL, BATCH, EPOCHS = 2032, 32, 16, 2
 STEPS_PER_EPOCH = (N_TRAIN - VAL) // BATCH

@@ -4,10 +4,9 @@ import pytest
 import torch
 
 from helpers import FAST, TINY_MODEL, compose_train
-from nkat_lightning.models import NKATViT
-from nkat_lightning.models.nkat_vit import architecture
-from nkat_lightning.module import NKATLitModule
-from nkat_lightning.train import train
+from nkat_lightning.models import ModelConfig, NKATViT
+from nkat_lightning.training.fit import train
+from nkat_lightning.training.module import NKATLitModule
 
 STEM_MODEL = [*TINY_MODEL, "model.conv_stem=tiny"]
 
@@ -15,7 +14,7 @@ STEM_MODEL = [*TINY_MODEL, "model.conv_stem=tiny"]
 def plain_network(checkpoint_path: str) -> tuple[NKATViT, dict]:
     """The checkpoint's weights loaded strictly into a plain, uncompiled NKAT-ViT."""
     checkpoint = torch.load(checkpoint_path, weights_only=True)
-    net = NKATViT(**architecture(checkpoint["hyper_parameters"]["model"]))
+    net = NKATViT(ModelConfig.from_dict(checkpoint["hyper_parameters"]["model"]))
     weights = {k.removeprefix("net."): v for k, v in checkpoint["state_dict"].items()
                if k.startswith("net.")}  # the module also saves its best-so-far metric
     net.load_state_dict(weights, strict=True)
@@ -59,10 +58,15 @@ def test_channels_last_changes_the_layout_not_the_result(synthetic_root, tmp_pat
         torch.testing.assert_close(module(x), net(x), rtol=1e-5, atol=1e-5)
 
 
-def test_runtime_options_are_not_model_keywords():
-    model_cfg = {"embed_dim": 32, "depth": 1, "num_heads": 2, "compile": True,
-                 "channels_last": True}
-    assert architecture(model_cfg) == {"embed_dim": 32, "depth": 1, "num_heads": 2}
+def test_runtime_options_leave_the_network_unchanged():
+    settings = {"embed_dim": 32, "depth": 1, "num_heads": 2}
+    torch.manual_seed(0)
+    plain = NKATViT(ModelConfig(**settings))
+    torch.manual_seed(0)
+    run_options = NKATViT(ModelConfig(**settings, compile=True, channels_last=True))
+    assert plain.state_dict().keys() == run_options.state_dict().keys()
+    for key, value in plain.state_dict().items():
+        torch.testing.assert_close(value, run_options.state_dict()[key])
 
 
 def test_bf16_mixed_trains_every_attention_path_on_cpu(synthetic_root, tmp_path):

@@ -18,8 +18,8 @@ from omegaconf import OmegaConf
 
 from helpers import FAST, SUBPROCESS_ENV, TINY_MODEL, module_command, run_hydra_main
 from nkat_lightning import train as train_entry
-from nkat_lightning.config import CONFIG_DIR
-from nkat_lightning.eval import evaluate
+from nkat_lightning.config.compose import CONFIG_DIR
+from nkat_lightning.training.evaluate import evaluate
 
 
 @pytest.mark.slow

@@ -6,11 +6,12 @@ import math
 import pytest
 
 from helpers import FAST, TINY_MODEL, finished_run
-from nkat_lightning import suite
 from nkat_lightning.errors import ConfigError
-from nkat_lightning.metrics import tpe
-from nkat_lightning.scoreboard import build_scoreboard, to_markdown
-from nkat_lightning.suite import main, overrides_for, run_suite
+from nkat_lightning.search import suite
+from nkat_lightning.search.scoreboard import build_scoreboard, to_markdown
+from nkat_lightning.search.suite import overrides_for, run_suite
+from nkat_lightning.suite import main
+from nkat_lightning.training.metrics import tpe
 
 
 def test_per_data_set_overrides_reach_only_their_data_set():
@@ -96,7 +97,7 @@ def test_suite_reports_a_missing_data_set_then_resumes_to_a_full_scoreboard(synt
 def test_scoreboard_goes_to_wandb_only_when_the_runs_did(tmp_path):
     from omegaconf import OmegaConf
 
-    from nkat_lightning.suite import run_wandb_settings
+    from nkat_lightning.search.suite import run_wandb_settings
     OmegaConf.save({"logger": {"csv": {}, "wandb": {"project": "p", "offline": True}}},
                    tmp_path / "config.yaml")
     runs = {"mnist": {"status": "failed", "reason": "x"},

@@ -19,7 +19,7 @@ from helpers import (
 )
 from nkat_lightning import report, selective
 from nkat_lightning import train as train_entry
-from nkat_lightning.selective import suite_overrides
+from nkat_lightning.search.selective import suite_overrides
 
 SHRUNK = ["model.embed_dim=32", "model.depth=1", *FAST]  # sizes only; the search's own config
 

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from helpers import FAST, TINY_MODEL, compose_train
-from nkat_lightning.eval import evaluate
-from nkat_lightning.train import objective, train
+from nkat_lightning.training.evaluate import evaluate
+from nkat_lightning.training.fit import objective, train
 
 RESULT_KEYS = {"data", "params", "lambda", "val_acc_best", "test_acc", "test_tpe"}
 
@@ -78,7 +78,7 @@ def test_unknown_optimized_metric_is_a_clear_error(tiny_run):
 
 
 def test_curves_hold_every_epoch_of_train_and_val(tiny_run):
-    from nkat_lightning.curves import epoch_series
+    from nkat_lightning.training.curves import epoch_series
     series = epoch_series(Path(tiny_run[0].paths.output_dir) / "csv")
     assert {name: sorted(values) for name, values in series.items()} == {
         name: [0, 1] for name in ("train/loss_epoch", "train/acc", "val/acc", "val/loss")}
@@ -86,6 +86,6 @@ def test_curves_hold_every_epoch_of_train_and_val(tiny_run):
 
 
 def test_logged_metrics_list_is_what_a_run_logs(tiny_run):
-    from nkat_lightning.module import LOGGED_METRICS
+    from nkat_lightning.config.checks import LOGGED_METRICS
     logged = {k for k in tiny_run[1]["metrics"] if not k.startswith("lr-")}
     assert logged == set(LOGGED_METRICS)

@@ -1,95 +1,28 @@
 """Evaluate a finished run or a checkpoint with the config saved with it.
 
     python -m nkat_lightning.eval logs/train/fashion_mnist/default
-    python -m nkat_lightning.eval path/to/best.ckpt --split val data.root=/elsewhere
+    python -m nkat_lightning.eval path/to/last.ckpt --split val data.root=/data
+
+Prints accuracy, loss and TPE and writes ``eval_<split>.json`` into the run folder.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 from pathlib import Path
 
-import lightning as L
-from omegaconf import OmegaConf
-
-from nkat_lightning.errors import UserError
-from nkat_lightning.metrics import tpe
-from nkat_lightning.module import NKATLitModule
-from nkat_lightning.runner import RESULTS_FILE, build, print_results, write_json
-
-EVAL_KEYS = ["data", "split", "params", "lambda", "acc", "loss", "tpe", "checkpoint"]
+from nkat_lightning.cli import command
+from nkat_lightning.training.evaluate import evaluate
 
 
-def find_checkpoint(run_dir: Path) -> Path:
-    """The run's best checkpoint (as recorded in results.json), else its last one."""
-    results = run_dir / RESULTS_FILE
-    if results.is_file():
-        best = json.loads(results.read_text()).get("best_ckpt")
-        if best and Path(best).is_file():
-            return Path(best)
-    candidates = sorted((run_dir / "checkpoints").glob("best-*.ckpt")) or sorted(
-        (run_dir / "checkpoints").glob("last.ckpt"))
-    if not candidates:
-        raise UserError(f"no checkpoint in {run_dir / 'checkpoints'}; is this a run folder?")
-    return candidates[-1]
-
-
-def load_run(target: Path, overrides: list[str]):
-    """Checkpoint path and config of a run folder or a checkpoint file."""
-    if not target.exists():
-        raise UserError(f"{target} does not exist; give a run folder or a .ckpt file")
-    ckpt = find_checkpoint(target) if target.is_dir() else target
-    run_dir = target if target.is_dir() else ckpt.parent.parent
-    if (run_dir / "config.yaml").is_file():
-        cfg = OmegaConf.load(run_dir / "config.yaml")
-    else:  # a checkpoint on its own carries the model, optim and data config
-        cfg = OmegaConf.create(NKATLitModule.hparams_from_checkpoint(ckpt))
-    try:
-        cfg.merge_with_dotlist(overrides)
-    except Exception as error:
-        raise UserError(f"bad override in {overrides}: {error}") from None
-    return ckpt, cfg, run_dir
-
-
-def evaluate(target: Path, split: str = "test", overrides: list[str] | None = None) -> dict:
-    ckpt, cfg, run_dir = load_run(target, overrides or [])
-    data_cfg = OmegaConf.to_container(cfg.data, resolve=True)
-    datamodule = build(data_cfg, _convert_="all")  # evaluation uses no augmentation
-    datamodule.prepare_data()
-    module = NKATLitModule.load_from_checkpoint(ckpt, map_location="cpu", weights_only=True)
-    trainer_cfg = cfg.get("trainer", {})
-    trainer = L.Trainer(
-        accelerator=trainer_cfg.get("accelerator", "auto"), devices=1,
-        precision=trainer_cfg.get("precision", "32-true"), logger=False,
-        enable_checkpointing=False, enable_model_summary=False,
-    )
-    run = trainer.validate if split == "val" else trainer.test
-    metrics = run(module, datamodule=datamodule, verbose=False)[0]
-    acc = float(metrics[f"{split}/acc"])
-    results = {
-        "data": data_cfg["name"], "split": split, "params": module.num_params,
-        "lambda": module.lam, "acc": acc, "loss": float(metrics[f"{split}/loss"]),
-        "tpe": tpe(acc, module.lam), "checkpoint": str(ckpt),
-    }
-    if run_dir.is_dir():
-        write_json(run_dir / f"eval_{split}.json", results)
-    print_results(f"eval: {ckpt}", results, EVAL_KEYS)
-    return results
-
-
+@command
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("target", type=Path, help="run folder or checkpoint file")
     parser.add_argument("--split", choices=["test", "val"], default="test")
     parser.add_argument("overrides", nargs="*", help="config overrides, e.g. data.root=/data")
-    args = parser.parse_args(argv)
-    try:
-        evaluate(args.target, args.split, args.overrides)
-    except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
+    args = parser.parse_intermixed_args(argv)  # options may stand between positionals
+    evaluate(args.target, args.split, args.overrides)
 
 
 if __name__ == "__main__":

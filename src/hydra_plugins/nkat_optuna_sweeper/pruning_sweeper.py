@@ -4,7 +4,7 @@ Hydra's sweeper has no pruner option and hides each trial from its job, so a job
 to its trial nor be pruned. This subclass hands every job its trial (the study's storage, name
 and the trial number, as environment variables of the job, ``hydra.job.env_set``); the job
 reports its validation metric after each epoch, asks the study's pruner, and when pruned stops
-and tells the study PRUNED itself (``nkat_lightning.pruning``). Because the job has already
+and tells the study PRUNED itself (``nkat_lightning.training.pruning``). Because the job has already
 finished the trial, the sweeper's own later ``tell`` skips it. That works with every launcher
 (basic, joblib, submitit) and every shared storage (SQLite, PostgreSQL).
 """

@@ -1,6 +1,6 @@
 from nkat_lightning.data.base import ImageDataModule
 from nkat_lightning.data.cifar10 import CIFAR10DataModule
-from nkat_lightning.data.emnist import EMNISTDataModule, emnist_num_classes
+from nkat_lightning.data.emnist import EMNISTDataModule
 from nkat_lightning.data.mnist import FashionMNISTDataModule, MNISTDataModule
 
 __all__ = [
@@ -9,5 +9,4 @@ __all__ = [
     "FashionMNISTDataModule",
     "ImageDataModule",
     "MNISTDataModule",
-    "emnist_num_classes",
 ]

@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, Dataset, Subset, random_split
 
 from nkat_lightning.data.tensor_dataset import UInt8ImageDataset, images_and_targets, return_batch
 from nkat_lightning.data.transforms import BatchTransform, build_image_transform
-from nkat_lightning.errors import DataNotFoundError, describe
+from nkat_lightning.errors import ConfigError, DataNotFoundError, describe
 
 DOWNLOAD_TIMEOUT_S = 30
 
@@ -200,10 +200,9 @@ class ImageDataModule(L.LightningDataModule, abc.ABC):
             train_full = self.make_dataset(train=True)
             images, targets = images_and_targets(train_full)
             if not 0 < self.val_size < len(targets):
-                raise ValueError(
-                    f"data.val_size={self.val_size} must be between 1 and the "
-                    f"{len(targets)} training images minus one"
-                )
+                raise ConfigError(
+                    f"data.val_size: {self.val_size} leaves no training image; give 1 to "
+                    f"{len(targets) - 1} (this data set has {len(targets)} training images)")
             generator = torch.Generator().manual_seed(self.split_seed)
             train_idx, val_idx = random_split(
                 range(len(targets)), [len(targets) - self.val_size, self.val_size],

@@ -9,22 +9,11 @@ from torchvision import datasets
 
 from nkat_lightning.data.base import ImageDataModule
 
-#: Classes per split after mapping labels to 0..C-1 (``letters`` drops torchvision's "N/A").
-EMNIST_CLASSES = {"byclass": 62, "bymerge": 47, "balanced": 47, "letters": 26, "digits": 10,
-                  "mnist": 10}
-
-
-def emnist_num_classes(split: str) -> int:
-    if split not in EMNIST_CLASSES:
-        raise ValueError(f"data.split={split!r} is unknown; allowed: {', '.join(EMNIST_CLASSES)}")
-    return EMNIST_CLASSES[split]
-
 
 class EMNISTDataModule(ImageDataModule):
     folder = "EMNIST"
 
     def __init__(self, *args, split: str = "balanced", **kwargs) -> None:
-        emnist_num_classes(split)
         self.split = split
         super().__init__(*args, **kwargs)
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nkat_lightning.data.emnist import EMNIST_CLASSES
+from nkat_lightning.config.schema import EMNIST_SPLITS
 from nkat_lightning.data.mnist import IDX_FILES
 
 
@@ -60,7 +60,7 @@ def emnist_names(split: str) -> list[str]:
 
 def write_emnist(root: Path, split: str, n_train: int = 240, n_test: int = 80) -> None:
     write_idx_set(root / "EMNIST" / "raw", emnist_names(split), n_train, n_test,
-                  EMNIST_CLASSES[split], label_offset=1 if split == "letters" else 0,
+                  EMNIST_SPLITS[split], label_offset=1 if split == "letters" else 0,
                   transpose=True)
 
 

@@ -1,4 +1,5 @@
+from nkat_lightning.config.schema import AttentionConfig, ModelConfig
 from nkat_lightning.models.attention import NKATAttention, filtered_softmax
-from nkat_lightning.models.nkat_vit import NKATViT, check_patch_grid
+from nkat_lightning.models.nkat_vit import NKATViT
 
-__all__ = ["NKATAttention", "NKATViT", "check_patch_grid", "filtered_softmax"]
+__all__ = ["AttentionConfig", "ModelConfig", "NKATAttention", "NKATViT", "filtered_softmax"]

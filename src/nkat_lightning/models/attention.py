@@ -14,7 +14,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrize
 
-FILTER_MODES = ("always", "train")
+from nkat_lightning.config.schema import AttentionConfig
+
 COLOUR_GROUPS = 4  # split heads: one group per RGB channel plus one shared group
 
 
@@ -121,6 +122,8 @@ class NKATAttention(nn.Module):
       embedding puts each colour channel into its own slice), the shared group sees all.
     """
 
+    config: AttentionConfig = AttentionConfig()  # what ``configured`` binds for timm
+
     def __init__(
         self,
         dim: int,
@@ -132,24 +135,15 @@ class NKATAttention(nn.Module):
         proj_drop: float = 0.0,
         norm_layer: type[nn.Module] | None = None,
         *,
-        temperature: float = 1.0,
-        learnable_temperature: bool = False,
-        top_k: int | None = None,
-        top_p: float | None = None,
-        filter_mode: str = "always",
-        nkat_strength: float = 0.0,
-        nkat_decay: float = 1.0,
-        split_heads: bool = False,
+        config: AttentionConfig | None = None,
         layer_index: int = 0,
         **_: object,
     ) -> None:
+        """timm's ``Attention`` keywords, then the NKAT settings (``config``; the class's own
+        when omitted) and the block's index. ``dim % num_heads`` and the split-head grouping
+        are checked once, by ``ModelConfig``."""
         super().__init__()
-        if dim % num_heads:
-            raise ValueError(f"embed_dim={dim} is not divisible by num_heads={num_heads}")
-        if split_heads and num_heads % COLOUR_GROUPS:
-            raise ValueError(f"split heads need num_heads divisible by 4, got {num_heads}")
-        if filter_mode not in FILTER_MODES:
-            raise ValueError(f"filter_mode={filter_mode!r}; allowed: {', '.join(FILTER_MODES)}")
+        config = config or self.config
         self.num_heads = num_heads
         self.head_dim = dim // num_heads
         self.scale = self.head_dim**-0.5
@@ -161,26 +155,32 @@ class NKATAttention(nn.Module):
         self.proj = nn.Linear(dim, dim, bias=proj_bias)
         self.proj_drop = nn.Dropout(proj_drop)
 
-        log_t = torch.tensor(math.log(temperature))
-        if learnable_temperature:
+        log_t = torch.tensor(math.log(config.temperature))
+        if config.learnable_temperature:
             self.log_temperature = nn.Parameter(log_t)
         else:  # kept in the state dict; forward reads the float copy (no tensor op, no sync)
             self.register_buffer("log_temperature", log_t)
-        self.fixed_temperature = None if learnable_temperature else float(temperature)
-        self.top_k = top_k if top_k else None
-        self.top_p = top_p if top_p is not None and top_p < 1.0 else None
-        self.filter_mode = filter_mode
-        self.nkat_strength = nkat_strength
-        self.nkat_decay = nkat_decay
+        self.fixed_temperature = None if config.learnable_temperature else float(config.temperature)
+        self.top_k = config.top_k
+        self.top_p = config.top_p if config.top_p is not None and config.top_p < 1.0 else None
+        self.filter_mode = config.filter_mode
+        self.nkat_strength = config.nkat_strength
+        self.nkat_decay = config.nkat_decay
         self.layer_index = layer_index
-        if nkat_strength:
+        if config.nkat_strength:
             self.alpha = nn.Parameter(torch.tensor(0.1))
             self.beta = nn.Parameter(torch.tensor(0.05))
-        if split_heads:  # q, k and v rows each split into the colour groups
+        if config.split_heads:  # q, k and v rows each split into the colour groups
             mask = colour_group_mask(dim, dim, COLOUR_GROUPS).repeat(3, 1)
             parametrize.register_parametrization(self.qkv, "weight", MaskedWeight(mask))
         self.keep_attention_map = False
         self.attention_map: torch.Tensor | None = None
+
+    @classmethod
+    def configured(cls, config: AttentionConfig) -> type[NKATAttention]:
+        """This class with ``config`` bound: timm's ``attn_layer`` must be a class (timm calls
+        ``issubclass`` on it) and passes only its own keywords."""
+        return type(cls.__name__, (cls,), {"config": config})
 
     @property
     def temperature(self) -> torch.Tensor:

@@ -9,14 +9,8 @@ from timm.models.vision_transformer_hybrid import HybridEmbed
 from torch import nn
 from torch.nn.utils import parametrize
 
+from nkat_lightning.config.schema import STEM_LAYERS, ModelConfig
 from nkat_lightning.models.attention import MaskedWeight, colour_group_mask
-
-# Each stem: list of (out_channels, stride) 3x3 conv + BatchNorm + GELU layers (seed notes).
-CONV_STEMS: dict[str, list[tuple[int, int]]] = {
-    "off": [],
-    "tiny": [(32, 2), (64, 2)],
-    "small": [(64, 2), (128, 2), (128, 1)],
-}
 
 
 class ColourLayerNorm(LayerNorm2d):
@@ -31,20 +25,11 @@ class ColourLayerNorm(LayerNorm2d):
         return torch.addcmul(self.bias[:, None, None], normed, self.weight[:, None, None])
 
 
-def stem_output_size(img_size: int, conv_stem: str) -> int:
-    """Side of the stem's feature map (3x3 convs with padding 1)."""
-    for _, stride in CONV_STEMS[conv_stem]:
-        img_size = (img_size - 1) // stride + 1
-    return img_size
-
-
 def build_conv_stem(conv_stem: str, in_chans: int) -> tuple[nn.Module, int]:
     """The stem as a module, and its number of output channels."""
-    if conv_stem not in CONV_STEMS:
-        raise ValueError(f"conv_stem={conv_stem!r}; allowed: {', '.join(CONV_STEMS)}")
     layers: list[nn.Module] = []
     channels = in_chans
-    for out_channels, stride in CONV_STEMS[conv_stem]:
+    for out_channels, stride in STEM_LAYERS[conv_stem]:
         layers.append(
             ConvNormAct(channels, out_channels, kernel_size=3, stride=stride, act_layer="gelu")
         )
@@ -63,26 +48,27 @@ class NKATEmbed(HybridEmbed):
 
     def __init__(
         self,
-        img_size: int = 28,
-        patch_size: int = 7,
-        in_chans: int = 1,
-        embed_dim: int = 192,
-        conv_stem: str = "off",
-        color_norm: bool = False,
-        split_colours: bool = False,
+        img_size: int,
+        patch_size: int,
+        in_chans: int,
+        embed_dim: int,
+        *,
+        config: ModelConfig,
         **kwargs: object,
     ) -> None:
-        stem, _ = build_conv_stem(conv_stem, in_chans)
-        backbone = nn.Sequential(ColourLayerNorm(in_chans) if color_norm else nn.Identity(), stem)
+        """timm's ``embed_layer`` keywords, then the model's config (stem, colour norm, split
+        heads)."""
+        stem, _ = build_conv_stem(config.conv_stem, in_chans)
+        norm = ColourLayerNorm(in_chans) if config.uses_colour_norm() else nn.Identity()
         super().__init__(
-            backbone=backbone,
+            backbone=nn.Sequential(norm, stem),
             img_size=img_size,
             patch_size=patch_size,
             in_chans=in_chans,
             embed_dim=embed_dim,
             **kwargs,
         )
-        if split_colours and conv_stem == "off" and in_chans == 3:
+        if config.split_heads and config.conv_stem == "off" and in_chans == 3:
             # embedding slice g < 3 sees only colour channel g; the shared slice sees all three
             mask = colour_group_mask(embed_dim, 3, in_groups=3)
             parametrize.register_parametrization(self.proj, "weight", MaskedWeight(mask))

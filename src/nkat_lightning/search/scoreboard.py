@@ -11,8 +11,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from nkat_lightning.metrics import global_scores  # noqa: E402
-from nkat_lightning.runner import write_json  # noqa: E402
+from nkat_lightning.training.metrics import global_scores  # noqa: E402
+from nkat_lightning.training.results import write_json  # noqa: E402
 
 #: The seed notes' targets for the cross-data-set scores. lambda = parameters / 1e6 here (the
 #: earlier code's definition); the seed's own targets imply lambda ~ 20 for its ~8M-parameter

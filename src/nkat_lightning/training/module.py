@@ -13,15 +13,11 @@ from torch import nn
 from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
+from nkat_lightning.config.schema import ModelConfig
 from nkat_lightning.errors import NonFiniteLossError
-from nkat_lightning.metrics import count_parameters, lambda_theory, tpe
 from nkat_lightning.models import NKATViT
-from nkat_lightning.models.nkat_vit import architecture
-
-#: What a run logs, for ``optimized_metric`` (train/loss also as _step and _epoch).
-LOGGED_METRICS = ("train/loss", "train/loss_step", "train/loss_epoch", "train/acc", "val/loss",
-                  "val/acc", "val/acc_best", "val/tpe", "val/tpe_best", "test/loss", "test/acc", "test/tpe",
-                  "model/params", "model/lambda")
+from nkat_lightning.training.checkpointing import read_checkpoint
+from nkat_lightning.training.metrics import count_parameters, lambda_theory, tpe
 
 
 def warmup_cosine_factor(step: int, warmup_steps: int, total_steps: int, floor: float) -> float:
@@ -48,9 +44,10 @@ class NKATLitModule(L.LightningModule):
                  aug: dict | None = None) -> None:
         super().__init__()
         self.save_hyperparameters()
-        self.net = NKATViT(**architecture(model))
-        self.compile_net = bool(model.get("compile", False))
-        self.channels_last = bool(model.get("channels_last", False))
+        config = ModelConfig.from_dict(model)
+        self.net = NKATViT(config)
+        self.compile_net = config.compile
+        self.channels_last = config.channels_last
         if self.channels_last:
             self.net.to(memory_format=torch.channels_last)
         self.optim_cfg = optim
@@ -79,7 +76,7 @@ class NKATLitModule(L.LightningModule):
 
     @staticmethod
     def hparams_from_checkpoint(path) -> dict:
-        return torch.load(path, map_location="cpu", weights_only=True)["hyper_parameters"]
+        return read_checkpoint(path)["hyper_parameters"]
 
     def setup(self, stage: str) -> None:
         """Compile for fitting (the test after it keeps the compiled network), after callbacks'

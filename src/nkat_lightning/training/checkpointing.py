@@ -171,3 +171,47 @@ def checkpoint_to_resume(checkpoint_dir: Path, quiet: bool = False) -> Path | No
         if not quiet:
             log.warning(f"skipping {path}: not a readable checkpoint ({reason})")
     return None
+
+
+class CheckpointMismatchError(UserError):
+    """A file given as a checkpoint is none, or belongs to a model of another shape."""
+
+
+def read_checkpoint(path: Path | str) -> dict:
+    """A training checkpoint, loaded weights-only on the CPU; anything else is one line."""
+    path = Path(path)
+    reason = unreadable(path)
+    if reason is None:
+        try:
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as error:  # whatever torch's unpickler refuses
+            reason = str(error).splitlines()[0] or type(error).__name__
+    if reason is None and not {"state_dict", "hyper_parameters"} <= set(checkpoint):
+        reason = "it holds no model state and settings"
+    if reason is not None:
+        raise CheckpointMismatchError(
+            f"{path}: not a checkpoint of this framework ({reason}); give a .ckpt file that a "
+            "training run wrote (<run folder>/checkpoints)")
+    return checkpoint
+
+
+def state_differences(expected: dict, found: dict) -> list[str]:
+    """How the tensors of ``found`` differ from ``expected``: shapes, missing and extra keys
+    (the best-so-far metric, which older checkpoints lack, aside)."""
+    differences = [f"{key} is {tuple(found[key].shape)} there, {tuple(value.shape)} here"
+                   for key, value in expected.items()
+                   if key in found and tuple(found[key].shape) != tuple(value.shape)]
+    differences += [f"{key} is missing" for key in expected
+                    if key not in found and not key.startswith("val_acc_best")]
+    differences += [f"{key} is not in this model" for key in found if key not in expected]
+    return differences
+
+
+def check_checkpoint_fits(module: torch.nn.Module, path: Path | str) -> None:
+    """Raise one line unless ``path`` is a checkpoint of ``module``'s exact shape."""
+    differences = state_differences(module.state_dict(), read_checkpoint(path)["state_dict"])
+    if differences:
+        more = f" (and {len(differences) - 3} more)" if len(differences) > 3 else ""
+        raise CheckpointMismatchError(
+            f"{path}: not a checkpoint of this model: {'; '.join(differences[:3])}{more}; "
+            "train with the settings it was trained with, or resume=never to start afresh")

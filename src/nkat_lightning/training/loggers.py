@@ -13,8 +13,8 @@ from hydra.core.hydra_config import HydraConfig
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_info
 
-from nkat_lightning.runner import in_multirun
-from nkat_lightning.scoreboard import data_set_status, verdict
+from nkat_lightning.config.compose import in_multirun
+from nkat_lightning.search.scoreboard import data_set_status, verdict
 
 SUITE_GROUP_PREFIX = "suite-"
 DEFAULT_WANDB_SERVER = "https://api.wandb.ai"
@@ -114,3 +114,12 @@ def log_scoreboard(board: dict, plot: Path, out: Path, group: str,
         payload[f"suite/{key}_test"] = score["test"]
     run.log(payload)
     run.finish()
+
+
+def finish_loggers(loggers: list) -> None:
+    """Close W&B runs so the next run of a multirun gets its own."""
+    for logger in loggers:
+        if isinstance(logger, WandbLogger):
+            import wandb
+
+            wandb.finish()
