@@ -390,7 +390,7 @@ def omegaconf_message(error: OmegaConfBaseException, group: str = "") -> str:
         close = closest_key(found[0], found[1]) if found else None
         parent = key.rpartition(".")[0]
         hint = ("this data set does not have it; list its settings with --cfg job"
-                if close == found[1] else f"did you mean {parent}.{close}?" if close else
+                if found and close == found[1] else f"did you mean {parent}.{close}?" if close else
                 "list the settings with --cfg job")
         return f"{key or 'config'}: no such setting; {hint}"
     problem = str(getattr(error, "msg", "") or error).splitlines()[0]
