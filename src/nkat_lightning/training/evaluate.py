@@ -41,8 +41,9 @@ def load_run(target: Path, overrides: list[str]):
         cfg = OmegaConf.load(run_dir / "config.yaml")
     else:  # a checkpoint on its own carries the model, optim and data config
         cfg = OmegaConf.create(NKATLitModule.hparams_from_checkpoint(ckpt))
-    if "trainer" not in cfg:  # a checkpoint on its own: the default trainer
+    if "trainer" not in cfg:  # a checkpoint on its own: the default trainer, writing nothing
         cfg.trainer = OmegaConf.load(Path(CONFIG_DIR) / "trainer" / "default.yaml")
+        cfg.trainer.default_root_dir = str(ckpt.parent)
     cfg.merge_with_dotlist(overrides)  # a bad override is an OmegaConf error: one line
     return ckpt, cfg, run_dir
 
