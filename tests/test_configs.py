@@ -72,7 +72,7 @@ def test_bad_values_name_key_and_value(override, key, tmp_path):
 
 
 def test_unknown_emnist_split_is_a_config_error(tmp_path):
-    with pytest.raises(ConfigError, match="data.split='nope'"):
+    with pytest.raises(ConfigError, match="data.split: 'nope' is out of range"):
         validate_config(compose_train(["data=emnist", "data.split=nope"], tmp_path))
 
 
