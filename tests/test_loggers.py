@@ -8,6 +8,7 @@ import pytest
 from hydra.types import RunMode
 
 from helpers import FAST, TINY_MODEL, compose_train, finished_run
+from nkat_lightning.search import wandb_scoreboard
 from nkat_lightning.search.scoreboard import build_scoreboard, write_scoreboard
 from nkat_lightning.training import fit as train_module
 from nkat_lightning.training import loggers
@@ -82,7 +83,7 @@ def test_suite_scoreboard_goes_to_wandb_as_a_table(no_wandb_account, tmp_path):
                               "cifar10": {"status": "failed", "reason": "no data"}},
                              ["mnist", "cifar10"])
     paths = write_scoreboard(board, tmp_path)
-    loggers.log_scoreboard(board, paths["plot"], tmp_path, "suite-test")
+    wandb_scoreboard.log_scoreboard(board, paths["plot"], tmp_path, "suite-test")
     [run] = (tmp_path / "wandb").glob("offline-run-*")
     assert list(run.glob("run-*.wandb"))
 

@@ -155,11 +155,16 @@ class Schema:
 T = TypeVar("T", bound=Schema)
 
 
-@dataclass
-class AttentionConfig(Schema):
-    """NKAT attention (models/attention.py)."""
+class ModelPart(Schema):
+    """A part of the ``model`` group."""
 
     GROUP = "model"
+
+
+@dataclass
+class AttentionConfig(ModelPart):
+    """NKAT attention (models/attention.py)."""
+
     temperature: float = setting(1.0, gt=0)  # logits / temperature
     learnable_temperature: bool = False
     top_k: int | None = setting(None, ge=1)  # keep the k largest logits per query row
@@ -171,10 +176,9 @@ class AttentionConfig(Schema):
 
 
 @dataclass
-class EmbedConfig(Schema):
+class EmbedConfig(ModelPart):
     """Colour-wise LayerNorm, conv stem and patch projection (models/embedding.py)."""
 
-    GROUP = "model"
     img_size: int = setting(28, ge=1)
     in_chans: int = setting(1, ge=1)
     patch_size: int = setting(7, ge=1)
@@ -196,10 +200,9 @@ class EmbedConfig(Schema):
 
 
 @dataclass
-class TransformerConfig(Schema):
+class TransformerConfig(ModelPart):
     """The ViT body around the attention (timm's ``VisionTransformer``)."""
 
-    GROUP = "model"
     num_classes: int = setting(10, ge=2)
     embed_dim: int = setting(128, ge=1)
     depth: int = setting(4, ge=1)
@@ -215,7 +218,6 @@ class ModelConfig(AttentionConfig, TransformerConfig, EmbedConfig):
     """The NKAT-ViT (models/nkat_vit.py): embedding, body, attention; its keys stay flat
     (``model.top_k``)."""
 
-    GROUP = "model"
     # how to run it, not what it is: checkpoints are the same either way
     compile: bool = False  # torch.compile the network (parameter names unchanged)
     channels_last: bool = False  # channels-last conv weights and input batch

@@ -21,8 +21,9 @@ from omegaconf.errors import OmegaConfBaseException
 from nkat_lightning.config.compose import compose_train_config
 from nkat_lightning.errors import ConfigError, UserError
 from nkat_lightning.search.scoreboard import build_scoreboard, to_markdown, write_scoreboard
+from nkat_lightning.search.wandb_scoreboard import log_scoreboard
 from nkat_lightning.training.fit import train
-from nkat_lightning.training.loggers import SUITE_GROUP_PREFIX, log_scoreboard
+from nkat_lightning.training.loggers import SUITE_GROUP_PREFIX
 from nkat_lightning.training.pruning import SweepTrial
 
 DATA_SETS = ["mnist", "fashion_mnist", "emnist", "cifar10"]

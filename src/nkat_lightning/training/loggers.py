@@ -1,5 +1,5 @@
 """Weights & Biases: the decisions Lightning's ``WandbLogger`` does not make itself (offline
-without a key, the group of a sweep or suite), and the suite's scoreboard as a W&B table."""
+without a key, the group of a sweep or suite)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_info
 
 from nkat_lightning.config.compose import in_multirun
-from nkat_lightning.search.scoreboard import data_set_status, verdict
 
 SUITE_GROUP_PREFIX = "suite-"
 DEFAULT_WANDB_SERVER = "https://api.wandb.ai"
@@ -89,31 +88,6 @@ def wandb_logger(offline: bool | str = "auto", save_dir: str = ".", group: str |
         kwargs["log_model"] = False  # offline runs cannot upload model artifacts
     group, tags = group_and_tags(group, tags)
     return WandbLogger(offline=offline, save_dir=save_dir, group=group, tags=tags, **kwargs)
-
-
-def log_scoreboard(board: dict, plot: Path, out: Path, group: str,
-                   project: str = "nkat-lightning", offline: bool | str = "auto") -> None:
-    """The suite's scoreboard as a W&B table (one row per data set, validation and test) plus
-    its plot and the global scores (``suite/<score>`` on validation, ``suite/<score>_test``),
-    in a run of job type 'scoreboard' in the suite's group."""
-    import wandb
-
-    offline = resolve_offline(offline, str(out))
-    run = wandb.init(project=project, group=group, job_type="scoreboard",
-                     name=f"{group}-scoreboard", dir=str(out), tags=["suite"],
-                     mode="offline" if offline else "online")
-    columns = ["val_acc", "test_acc", "params", "lambda", "val_tpe", "test_tpe"]
-    table = wandb.Table(columns=["data set", "status", *columns])
-    for name in board["data_sets"]:
-        row = board["per_data_set"].get(name, {})
-        table.add_data(name, data_set_status(board, name), *(row.get(key) for key in columns))
-    payload = {"scoreboard": table, "scoreboard_plot": wandb.Image(str(plot))}
-    run.summary["verdict"] = verdict(board)  # complete, FILTERED: ..., PRUNED: ... or incomplete
-    for key, score in (board["scores"] or {}).items():  # validation selects; test beside it
-        payload[f"suite/{key}"] = score["validation"]
-        payload[f"suite/{key}_test"] = score["test"]
-    run.log(payload)
-    run.finish()
 
 
 def finish_loggers(loggers: list) -> None:
