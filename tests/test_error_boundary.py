@@ -4,9 +4,12 @@ and what it must not hide (a genuine bug, or anything under HYDRA_FULL_ERROR=1).
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from helpers import FAST, TINY_MODEL, compose_train, run_hydra_main
+from nkat_lightning import analyze as analyze_entry
 from nkat_lightning import eval as eval_entry
 from nkat_lightning import train as train_entry
 from nkat_lightning.errors import ConfigError
@@ -51,10 +54,14 @@ def test_mistakes_outside_the_schema_end_in_one_line(overrides, start, synthetic
     assert line.startswith(start), line
 
 
-def test_a_file_that_is_no_checkpoint_is_one_line(tmp_path, capsys):
-    fake = tmp_path / "notes.ckpt"
+@pytest.mark.parametrize("command", [eval_entry, analyze_entry])
+@pytest.mark.parametrize("beside_a_run", [False, True])
+def test_a_file_that_is_no_checkpoint_is_one_line(command, beside_a_run, tiny_checkpoint,
+                                                   tmp_path, capsys):
+    folder = Path(tiny_checkpoint).parent if beside_a_run else tmp_path  # with config.yaml
+    fake = folder / "notes.ckpt"
     fake.write_text("not a checkpoint")
-    line = one_line_exit(capsys, lambda: eval_entry.main([str(fake)]))
+    line = one_line_exit(capsys, lambda: command.main([str(fake)]))
     assert line.startswith(f"error: {fake}: not a checkpoint of this framework")
 
 

@@ -27,8 +27,7 @@ from nkat_lightning.analysis.statistics import (  # noqa: E402
     scaled_temperatures,
 )
 from nkat_lightning.config.instantiate import build  # noqa: E402
-from nkat_lightning.training.evaluate import load_run  # noqa: E402
-from nkat_lightning.training.module import NKATLitModule  # noqa: E402
+from nkat_lightning.training.evaluate import load_module, load_run  # noqa: E402
 from nkat_lightning.training.results import print_results, write_json  # noqa: E402
 
 TEMPERATURE_FACTORS = [0.5, 0.75, 1.0, 1.5, 2.0]
@@ -197,7 +196,7 @@ def analyze(target: Path, overrides: list[str] | None = None, images: int = 8,
     datamodule = build(OmegaConf.to_container(cfg.data, resolve=True), _convert_="all")
     datamodule.prepare_data()
     datamodule.setup("test")
-    net = NKATLitModule.load_from_checkpoint(ckpt, map_location="cpu", weights_only=True).net.eval()
+    net = load_module(ckpt).net.eval()
     classes = list(datamodule.test_set.classes)
     num_classes = len(classes)
     out = out or run_dir / "analysis"

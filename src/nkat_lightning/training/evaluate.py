@@ -31,6 +31,12 @@ def find_checkpoint(run_dir: Path) -> Path:
     return candidates[-1]
 
 
+def load_module(ckpt: Path) -> NKATLitModule:
+    """The trained module of a checkpoint, on the CPU; a file that is none is one line."""
+    NKATLitModule.hparams_from_checkpoint(ckpt)
+    return NKATLitModule.load_from_checkpoint(ckpt, map_location="cpu", weights_only=True)
+
+
 def load_run(target: Path, overrides: list[str]):
     """Checkpoint path and config of a run folder or a checkpoint file."""
     if not target.exists():
@@ -53,8 +59,7 @@ def evaluate(target: Path, split: str = "test", overrides: list[str] | None = No
     data_cfg = OmegaConf.to_container(cfg.data, resolve=True)
     datamodule = build(data_cfg, _convert_="all")  # evaluation uses no augmentation
     datamodule.prepare_data()
-    NKATLitModule.hparams_from_checkpoint(ckpt)  # not a checkpoint: one line
-    module = NKATLitModule.load_from_checkpoint(ckpt, map_location="cpu", weights_only=True)
+    module = load_module(ckpt)
     # the run's own trainer settings (precision, accelerator, limits), on one device
     trainer = build(cfg.trainer, devices=1, num_nodes=1, strategy="auto", logger=False,
                     callbacks=[], enable_checkpointing=False, enable_model_summary=False)
