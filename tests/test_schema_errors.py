@@ -5,6 +5,8 @@ before any work. A new field is covered the moment it is added to config/schema.
 from __future__ import annotations
 
 import dataclasses
+import re
+from pathlib import Path
 from typing import Any, get_args, get_origin, get_type_hints
 
 import pytest
@@ -15,6 +17,7 @@ from nkat_lightning.config.compose import compose_train_config
 from nkat_lightning.config.schema import (
     GROUP_SCHEMAS,
     EMNISTDataConfig,
+    ModelConfig,
     RunConfig,
     Schema,
     field_bounds,
@@ -111,3 +114,29 @@ def test_a_bad_value_ends_in_one_line_naming_the_key(key, value, extra, monkeypa
     lines = [line for line in err.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith(f"error: {key}: "), err
     assert not (tmp_path / "no-data").exists() and not (run_dir / "checkpoints").exists()
+
+
+def same_value(default, stated: str) -> bool:
+    if isinstance(default, bool) or default is None:
+        return {True: "true", False: "false", None: "null"}[default] == stated.lower()
+    if isinstance(default, int | float):
+        return float(default) == float(stated)
+    return str(default) == stated
+
+
+def test_the_readme_model_table_states_the_schema_defaults():
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    table = text[text.index("### Model keys"):].split("\n\n")[1]
+    defaults = {f.name: f.default for f in dataclasses.fields(ModelConfig)}
+    checked = 0
+    for keys, stated in re.findall(r"^\| ([^|]+) \| ([^|]+) \|", table, flags=re.MULTILINE):
+        names = re.findall(r"`(\w+)`", keys)
+        values = [v.strip(" `") for v in stated.split(",")]
+        if not names or len(values) != len(names):
+            continue  # a default that depends on the data set
+        for name, value in zip(names, values, strict=True):
+            if " " in value:
+                continue  # a default that depends on the data set
+            assert same_value(defaults[name], value), f"model.{name}: README says {value}"
+            checked += 1
+    assert checked >= 15
