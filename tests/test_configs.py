@@ -11,8 +11,10 @@ from nkat_lightning.config.compose import CONFIG_DIR, run_name
 from nkat_lightning.errors import ConfigError
 from nkat_lightning.models import ModelConfig, NKATViT
 
-GROUPS = ["data", "model/conv_stem", "aug", "optim", "trainer", "logger", "callbacks", "paths",
-          "experiment", "debug", "hparams_search"]
+#: Every config group a user can pick from (Hydra's own groups under hydra/ aside).
+GROUPS = sorted(str(d.relative_to(CONFIG_DIR)) for d in Path(CONFIG_DIR).rglob("*")
+                if d.is_dir() and any(d.glob("*.yaml"))
+                and d.relative_to(CONFIG_DIR).parts[0] != "hydra")
 
 
 def options(group: str) -> list[str]:

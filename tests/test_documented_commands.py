@@ -90,8 +90,8 @@ def run_line(line: str, data_root: Path, monkeypatch) -> None:
     name = line.split()[2].removeprefix("nkat_lightning.")
     main = importlib.import_module(f"nkat_lightning.{name}").main
     shrink = [*SHRINK, f"paths.data_dir={data_root}"]
-    if "-m" in tokens:
-        shrink.append("hydra.sweeper.n_trials=1")
+    if any(token.startswith("hparams_search=") for token in tokens):
+        shrink.append("hydra.sweeper.n_trials=1")  # an Optuna sweep: one trial
     shrink.append(unnamed(shrink))
     try:
         if name in ("train", "selective"):
