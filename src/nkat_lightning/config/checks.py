@@ -14,8 +14,6 @@ from nkat_lightning.config.schema import (
     GROUP_SCHEMAS,
     RunConfig,
     Schema,
-    field_bounds,
-    fix_hint,
     schema_of,
 )
 from nkat_lightning.errors import ConfigError, describe
@@ -39,9 +37,8 @@ def check_written_values(node: DictConfig, schema: type[Schema]) -> None:
         value = node[f.name]
         if isinstance(value, DictConfig) and dataclasses.is_dataclass(hints[f.name]):
             check_written_values(value, hints[f.name])
-        elif value is not None and not isinstance(value, DictConfig | list) and \
-                not field_bounds(f).allows(value):
-            schema.fail(f.name, value, fix_hint(schema, f.name), "is out of range")
+        elif not isinstance(value, DictConfig | list):
+            schema.check_range(f, value)
 
 
 def resolve(cfg: DictConfig) -> dict:

@@ -128,9 +128,13 @@ class Schema:
         for f in dataclasses.fields(self):
             value = field_bounds(f).meant(getattr(self, f.name))
             setattr(self, f.name, value)
-            if value is not None and not field_bounds(f).allows(value):
-                self.fail(f.name, value, fix_hint(type(self), f.name), "is out of range")
+            self.check_range(f, value)
         self.check_across_fields()
+
+    @classmethod
+    def check_range(cls, f: dataclasses.Field, value) -> None:
+        if value is not None and not field_bounds(f).allows(value):
+            cls.fail(f.name, value, fix_hint(cls, f.name), "is out of range")
 
     def check_across_fields(self) -> None:
         """Checks that involve several fields (each once, here)."""

@@ -179,6 +179,7 @@ def plot(comparison: dict, out: Path) -> Path:
                     fontsize=7)
     bars.set_ylabel("accuracy (mean ± std over seeds)")
     scatter.set_xlabel("parameters")
+    scatter.ticklabel_format(axis="x", style="plain", useOffset=False)  # groups a few apart
     for ax in (bars, scatter):
         ax.grid(alpha=0.3)
         ax.legend()
