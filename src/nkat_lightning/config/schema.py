@@ -152,9 +152,6 @@ class Schema:
         except OmegaConfBaseException as error:  # an unknown key, a wrong type
             raise ConfigError(omegaconf_message(error, cls.GROUP)) from None
 
-    def as_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
 
 T = TypeVar("T", bound=Schema)
 
