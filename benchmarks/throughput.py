@@ -63,7 +63,7 @@ def build(model_cfg: dict, variant: str) -> torch.nn.Module:
     dropout rates (NKAT-ViT's colour-wise LayerNorm, on for RGB, has no timm counterpart)."""
     if variant != "timm":
         return NKATViT(ModelConfig.from_dict({**model_cfg, **VARIANTS[variant]}))
-    stem, _ = build_conv_stem(model_cfg["conv_stem"], model_cfg["in_chans"])
+    stem, _ = build_conv_stem(ModelConfig.from_dict(model_cfg))
     return VisionTransformer(
         img_size=model_cfg["img_size"], patch_size=model_cfg["patch_size"],
         in_chans=model_cfg["in_chans"], num_classes=model_cfg["num_classes"],

@@ -47,6 +47,20 @@ def test_forward_every_stem_shape_and_mode(data, stem, mode):
     assert model.pos_embed.shape[1] == side * side + 1
 
 
+@pytest.mark.parametrize("stem", [s for s in CONV_STEMS if STEM_LAYERS[s]])
+@pytest.mark.parametrize("width", [1, 8, 48])
+def test_stem_width_scales_every_stem_layer_and_keeps_the_token_grid(stem, width):
+    model = vit(conv_stem=stem, stem_width=width, patch_size=1, **TINY)
+    widths = [m.conv.out_channels for m in model.patch_embed.backbone[1]]
+    ratio = width / STEM_LAYERS[stem][0][0]
+    assert widths == [max(1, round(out * ratio)) for out, _ in STEM_LAYERS[stem]]
+    assert widths[0] == width
+    assert model.patch_embed.proj.in_channels == widths[-1]
+    assert model(torch.randn(2, 1, 28, 28)).shape == (2, 10)
+    assert model.patch_embed.num_patches == vit(conv_stem=stem, patch_size=1,
+                                                **TINY).patch_embed.num_patches
+
+
 def test_color_norm_is_auto_for_rgb_only():
     rgb = vit(img_size=32, in_chans=3, patch_size=4, **TINY)
     grey = vit(img_size=28, in_chans=1, patch_size=7, **TINY)

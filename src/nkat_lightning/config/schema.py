@@ -49,6 +49,7 @@ class Bounds:
     lt: float | None = None
     choices: tuple | None = None
     aliases: tuple = ()  # (written, meant) pairs, e.g. (False, "off"): YAML 1.1 reads off as false
+    null_means: str = "off"  # what null stands for, where the field allows it
 
     def meant(self, value):
         return next((m for w, m in self.aliases if value is w), value)
@@ -90,9 +91,10 @@ def stem_output_size(img_size: int, conv_stem: str) -> int:
 
 
 def setting(default=MISSING, *, ge=None, gt=None, le=None, lt=None, choices=None, aliases=(),
-            factory=None):
+            null_means="off", factory=None):
     """A schema field with its allowed range (``metadata["bounds"]``)."""
-    bounds = Bounds(ge, gt, le, lt, tuple(choices) if choices is not None else None, aliases)
+    bounds = Bounds(ge, gt, le, lt, tuple(choices) if choices is not None else None, aliases,
+                    null_means)
     if factory is not None:
         return field(default_factory=factory, metadata={"bounds": bounds})
     return field(default=default, metadata={"bounds": bounds})
@@ -116,7 +118,8 @@ def fix_hint(schema: type, name: str) -> str:
     hints = get_type_hints(schema)
     kind, optional = kind_of(hints[name])
     bounds = field_bounds(next(f for f in dataclasses.fields(schema) if f.name == name))
-    return f"give {bounds.describe(kind)}" + (", or null for off" if optional else "")
+    return f"give {bounds.describe(kind)}" + (
+        f", or null for {bounds.null_means}" if optional else "")
 
 
 class Schema:
@@ -184,12 +187,26 @@ class EmbedConfig(ModelPart):
     in_chans: int = setting(1, ge=1)
     patch_size: int = setting(7, ge=1)
     conv_stem: Any = setting("off", choices=tuple(STEM_LAYERS), aliases=((False, "off"),))
+    stem_width: int | None = setting(None, ge=1, null_means="the stem's own widths")
     color_norm: Any = setting("auto", choices=("auto", True, False))  # auto = on for RGB
 
     def uses_colour_norm(self) -> bool:
         return self.in_chans == 3 if self.color_norm == "auto" else bool(self.color_norm)
 
+    def stem_layers(self) -> list[tuple[int, int]]:
+        """(out channels, stride) per stem conv; ``stem_width`` scales every layer's width by
+        the same factor, so a stem keeps its shape (tiny: w, 2w; small: w, 2w, 2w)."""
+        layers = STEM_LAYERS[self.conv_stem]
+        if self.stem_width is None or not layers:
+            return list(layers)
+        first = layers[0][0]
+        return [(max(1, round(out * self.stem_width / first)), stride) for out, stride in layers]
+
     def check_across_fields(self) -> None:
+        if self.stem_width is not None and self.conv_stem == "off":
+            self.fail("stem_width", self.stem_width,
+                      "set model.conv_stem=tiny or small with it, or drop model.stem_width",
+                      "needs a conv stem")
         side = stem_output_size(self.img_size, self.conv_stem)
         if side % self.patch_size:
             divisors = ", ".join(str(d) for d in range(1, side + 1) if side % d == 0)

@@ -9,7 +9,7 @@ from timm.models.vision_transformer_hybrid import HybridEmbed
 from torch import nn
 from torch.nn.utils import parametrize
 
-from nkat_lightning.config.schema import STEM_LAYERS, ModelConfig
+from nkat_lightning.config.schema import EmbedConfig, ModelConfig
 from nkat_lightning.models.attention import MaskedWeight, colour_group_mask
 
 
@@ -25,11 +25,11 @@ class ColourLayerNorm(LayerNorm2d):
         return torch.addcmul(self.bias[:, None, None], normed, self.weight[:, None, None])
 
 
-def build_conv_stem(conv_stem: str, in_chans: int) -> tuple[nn.Module, int]:
+def build_conv_stem(config: EmbedConfig) -> tuple[nn.Module, int]:
     """The stem as a module, and its number of output channels."""
     layers: list[nn.Module] = []
-    channels = in_chans
-    for out_channels, stride in STEM_LAYERS[conv_stem]:
+    channels = config.in_chans
+    for out_channels, stride in config.stem_layers():
         layers.append(
             ConvNormAct(channels, out_channels, kernel_size=3, stride=stride, act_layer="gelu")
         )
@@ -58,7 +58,7 @@ class NKATEmbed(HybridEmbed):
     ) -> None:
         """timm's ``embed_layer`` keywords, then the model's config (stem, colour norm, split
         heads)."""
-        stem, _ = build_conv_stem(config.conv_stem, in_chans)
+        stem, _ = build_conv_stem(config)
         norm = ColourLayerNorm(in_chans) if config.uses_colour_norm() else nn.Identity()
         super().__init__(
             backbone=nn.Sequential(norm, stem),
