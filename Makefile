@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install data postgres train test test-fast lint clean
+.PHONY: install data postgres train test test-fast lint clean gpu-wheels gpu-check
 
 install: $(VENV)/.installed
 
@@ -36,8 +36,17 @@ test: install data postgres
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow"
 
+# What an offline GPU host lacks (wheels for CPython 3.12, the Fashion-MNIST files), into
+# git-ignored gpu/wheels and gpu/data, to carry with the checkout.
+gpu-wheels: install data
+	$(BIN)/python gpu/bundle.py
+
+# On the GPU host (its own python3 with torch): GPU tests, throughput, the default job.
+gpu-check:
+	$(PYTHON) gpu/check.py $(ARGS)
+
 lint: install
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks gpu
 
 clean:
 	rm -rf logs outputs multirun .pytest_cache .ruff_cache
