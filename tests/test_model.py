@@ -1,10 +1,13 @@
 import itertools
+from pathlib import Path
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 from timm.layers import LayerNorm2d
 
-from nkat_lightning.config.schema import STEM_LAYERS
+from nkat_lightning.config.compose import CONFIG_DIR
+from nkat_lightning.config.schema import STEM_LAYERS, stem_output_size
 from nkat_lightning.errors import ConfigError
 from nkat_lightning.models import AttentionConfig, ModelConfig, NKATAttention, NKATViT, filtered_softmax
 from nkat_lightning.models.attention import NKATModulation
@@ -21,8 +24,9 @@ def attention(dim: int, num_heads: int = 8, layer_index: int = 0, **settings) ->
     return NKATAttention(dim, num_heads=num_heads, layer_index=layer_index,
                          config=AttentionConfig(**settings))
 
-SHAPES = {"mnist": (28, 1, {"off": 7, "tiny": 1, "small": 1}),
-          "cifar10": (32, 3, {"off": 4, "tiny": 2, "small": 2})}
+SHAPES = {name: (data.img_size, data.in_chans, data.default_patch_size)  # as the configs say
+          for name, data in ((n, OmegaConf.load(Path(CONFIG_DIR) / "data" / f"{n}.yaml"))
+                             for n in ("mnist", "cifar10"))}
 MODES = {
     "plain": {},
     "filters": {"top_k": 6, "top_p": 0.8, "temperature": 0.65},
@@ -42,7 +46,7 @@ def test_forward_every_stem_shape_and_mode(data, stem, mode):
     assert logits.shape == (3, 7)
     assert torch.isfinite(logits).all()
     logits.sum().backward()
-    side = size // (4 if stem != "off" else 1) // patches[stem]
+    side = stem_output_size(size, stem) // patches[stem]
     assert model.patch_embed.num_patches == side * side
     assert model.pos_embed.shape[1] == side * side + 1
 

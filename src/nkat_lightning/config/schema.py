@@ -32,6 +32,7 @@ STEM_LAYERS: dict[str, list[tuple[int, int]]] = {
     "off": [],
     "tiny": [(32, 2), (64, 2)],
     "small": [(64, 2), (128, 2), (128, 1)],
+    "deep": [(32, 2), (64, 2), (128, 2)],  # 8x smaller map: 16 tokens on 28 and 32 px
 }
 FILTER_MODES = ("always", "train")
 EMNIST_SPLITS = {"byclass": 62, "bymerge": 47, "balanced": 47, "letters": 26, "digits": 10,
@@ -205,7 +206,7 @@ class EmbedConfig(ModelPart):
     def check_across_fields(self) -> None:
         if self.stem_width is not None and self.conv_stem == "off":
             self.fail("stem_width", self.stem_width,
-                      "set model.conv_stem=tiny or small with it, or drop model.stem_width",
+                      "set model.conv_stem=tiny, small or deep with it, or drop model.stem_width",
                       "needs a conv stem")
         side = stem_output_size(self.img_size, self.conv_stem)
         if side % self.patch_size:
