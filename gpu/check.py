@@ -78,8 +78,9 @@ def job_environment(site: Path) -> dict[str, str]:
     return env
 
 
-def parts(out: Path, python: str = sys.executable, data: Path = DATA) -> list[Part]:
-    """Every part of the check, writing only inside ``out``."""
+def parts(out: Path, scratch: Path, python: str = sys.executable, data: Path = DATA) -> list[Part]:
+    """Every part of the check, writing its logs and run inside ``out`` and the unpacked data
+    set inside ``scratch``."""
     bench = [python, str(ROOT / "benchmarks" / "throughput.py"), "--device", "cuda",
              "--rounds", "3", "--no-startup"]
     return [
@@ -89,7 +90,7 @@ def parts(out: Path, python: str = sys.executable, data: Path = DATA) -> list[Pa
           for name, flags in THROUGHPUT.items()),
         Part("default job", [python, "-m", "nkat_lightning.train", "trainer=gpu",
                              "trainer.precision=bf16-mixed", "trainer.enable_progress_bar=false",
-                             f"data.offline_dirs=[{data}]", f"paths.data_dir={out / 'data'}",
+                             f"data.offline_dirs=[{data}]", f"paths.data_dir={scratch / 'data'}",
                              f"hydra.run.dir={out / 'default_job'}"], "default_job.txt"),
     ]
 
@@ -135,7 +136,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     out = (args.out or GPU_DIR / "out" / time.strftime("%Y%m%d-%H%M%S")).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    site = Path(tempfile.mkdtemp(prefix="nkat-gpu-site-"))
+    scratch = Path(tempfile.mkdtemp(prefix="nkat-gpu-check-"))
+    site = scratch / "site"
     wheels = wheels_to_install()
     install(wheels, site)
     env = job_environment(site)
@@ -144,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
                f"wheels installed into {site}: {', '.join(w.name for w in wheels) or 'none'}",
                "", "| part | exit | seconds | log |", "|---|---|---|---|"]
     failed = 0
-    for part in parts(out):
+    for part in parts(out, scratch):
         code, seconds = run_part(part, out, env)
         failed += code != 0
         summary.append(f"| {part.name} | {code} | {seconds:.0f} | {part.log} |")

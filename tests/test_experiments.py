@@ -1,5 +1,6 @@
 """Every experiment config runs a few batches on synthetic data; stage 2 carries the seed's flags."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -7,6 +8,7 @@ import pytest
 from helpers import compose_train
 from nkat_lightning.config.checks import validate_config
 from nkat_lightning.config.compose import CONFIG_DIR
+from nkat_lightning.models import ModelConfig, NKATViT
 from nkat_lightning.training.fit import train
 
 EXPERIMENTS = sorted(p.stem for p in (Path(CONFIG_DIR) / "experiment").glob("*.yaml"))
@@ -49,3 +51,10 @@ def test_smoke_is_stage2_for_ten_epochs_with_the_gate(tmp_path):
     resolved = validate_config(compose_train(["experiment=stage2_cifar10_smoke"], tmp_path))
     assert resolved["trainer"]["max_epochs"] == 10 and resolved["model"]["depth"] == 7
     assert resolved["gate"] == {"metric": "val_acc_best", "threshold": 0.45}
+
+
+@pytest.mark.parametrize("experiment", [e for e in EXPERIMENTS if re.search(r"_\d+k$", e)])
+def test_an_experiment_named_by_its_size_has_that_many_parameters(experiment, tmp_path):
+    resolved = validate_config(compose_train([f"experiment={experiment}"], tmp_path))
+    params = sum(p.numel() for p in NKATViT(ModelConfig.from_dict(resolved["model"])).parameters())
+    assert round(params / 1000) == int(re.search(r"_(\d+)k$", experiment).group(1)), params

@@ -68,8 +68,8 @@ def test_only_wheels_of_packages_this_python_lacks_are_installed(tmp_path):
 
 
 def test_every_part_writes_inside_its_output_folder_and_its_flags_exist(tmp_path):
-    out = tmp_path / "out"
-    parts = check.parts(out, python=sys.executable)
+    out, scratch = tmp_path / "out", tmp_path / "scratch"
+    parts = check.parts(out, scratch, python=sys.executable)
     names = [part.name for part in parts]
     assert names[0] == "gpu tests" and names[-1] == "default job"
     assert {f"throughput {n}" for n in check.THROUGHPUT} <= set(names)
@@ -77,7 +77,7 @@ def test_every_part_writes_inside_its_output_folder_and_its_flags_exist(tmp_path
     for part in parts:
         for arg in part.argv:
             if "=" in arg and str(tmp_path) in arg:
-                assert arg.split("=", 1)[1].startswith(str(out)), arg
+                assert arg.split("=", 1)[1].startswith((str(out), str(scratch))), arg
     bench_help = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "throughput.py"),
                                  "--help"], capture_output=True, text=True, check=True).stdout
     for part in parts:

@@ -96,12 +96,12 @@ def test_seed_baseline_has_about_8m_parameters():
     assert 7.5e6 < sum(p.numel() for p in model.parameters()) < 9e6
 
 
-def test_patch_grid_error_names_size_reduction_and_patch():
+def test_patch_grid_error_names_size_stride_and_patch():
     with pytest.raises(ConfigError) as info:
         ModelConfig(img_size=28, conv_stem="tiny", patch_size=2)
     message = str(info.value)
     assert "\n" not in message
-    assert "28-px" in message and "reduction 4x" in message and "model.patch_size: 2" in message
+    assert "28-px" in message and "stride 4x" in message and "model.patch_size: 2" in message
 
 
 def reference_mask(logits: torch.Tensor, k: int | None, p: float | None) -> torch.Tensor:

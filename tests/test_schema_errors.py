@@ -17,7 +17,6 @@ from nkat_lightning.config.compose import compose_train_config
 from nkat_lightning.config.schema import (
     GROUP_SCHEMAS,
     EMNISTDataConfig,
-    ModelConfig,
     RunConfig,
     Schema,
     field_bounds,
@@ -124,10 +123,11 @@ def same_value(default, stated: str) -> bool:
     return str(default) == stated
 
 
-def test_the_readme_model_table_states_the_schema_defaults():
+def test_the_readme_model_table_states_the_default_jobs_values(tmp_path):
+    """The table's defaults are what ``python -m nkat_lightning.train`` with no overrides uses."""
     text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     table = text[text.index("### Model keys"):].split("\n\n")[1]
-    defaults = {f.name: f.default for f in dataclasses.fields(ModelConfig)}
+    defaults = compose_train_config([], tmp_path).model
     checked = 0
     for keys, stated in re.findall(r"^\| ([^|]+) \| ([^|]+) \|", table, flags=re.MULTILINE):
         names = re.findall(r"`(\w+)`", keys)

@@ -90,10 +90,10 @@ def resolved(overrides: list[str], tmp_path) -> dict:
     return flat(OmegaConf.to_container(compose_train(overrides, tmp_path), resolve=True))
 
 
-def data_dependent_keys(tmp_path) -> set[str]:
-    """Keys whose value the data set decides: they differ between the plain configs of the
-    four data sets."""
-    configs = [resolved([f"data={name}"], tmp_path) for name in DATA_SETS]
+def data_dependent_keys(tmp_path, stem: list[str]) -> set[str]:
+    """Keys whose value the data set decides: they differ between the configs of the four data
+    sets with the trial's conv stem (the default patch size depends on both)."""
+    configs = [resolved([f"data={name}", *stem], tmp_path) for name in DATA_SETS]
     keys = set().union(*configs)
     return {key for key in keys if len({repr(c.get(key, "absent")) for c in configs}) > 1}
 
@@ -112,7 +112,7 @@ def test_a_selective_trial_trains_its_composed_search_config_on_every_data_set(s
     assert job["model.num_heads"] == 8 and job["trainer.max_epochs"] == 10
     assert job["aug.randaugment.n"] == 2 and job["aug.cutout"] == 8  # the strong pack
     gate_data_set = job["selective.gate_data_set"]
-    by_data = data_dependent_keys(tmp_path)
+    by_data = data_dependent_keys(tmp_path, [t for t in task if t.startswith("model.conv_stem=")])
     decided_by_the_suite = {"test_after_fit", "group"}
     for name in job["selective.data_sets"]:
         overrides = overrides_for(name, suite_overrides(task, gate_data_set))

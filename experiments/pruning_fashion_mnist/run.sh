@@ -5,7 +5,8 @@
 # Run from the repository root: bash experiments/pruning_fashion_mnist/run.sh
 set -euo pipefail
 out=${OUT:-logs/study_pruning}
-common=(-m hparams_search=compact hydra.sweeper.n_trials=10 trainer.max_epochs=4
+# model/conv_stem=off aug=none: the default model and pack of the time (commit 903c63d), pinned.
+common=(-m hparams_search=compact model/conv_stem=off aug=none hydra.sweeper.n_trials=10 trainer.max_epochs=4
         trainer.limit_train_batches=0.25 trainer.enable_progress_bar=false)
 for pruner in none median; do
   start=$(date +%s)

@@ -213,7 +213,8 @@ class EmbedConfig(ModelPart):
             divisors = ", ".join(str(d) for d in range(1, side + 1) if side % d == 0)
             self.fail("patch_size", self.patch_size,
                       f"the {self.img_size}-px image leaves conv stem '{self.conv_stem}' "
-                      f"(reduction {self.img_size // side}x) as a {side}x{side} map; use a "
+                      f"(stride {math.prod(s for _, s in self.stem_layers())}x) as a {side}x{side} "
+                      "map; use a "
                       f"divisor of {side} ({divisors}) or drop the override to get the data "
                       "set's default", "does not tile the token grid")
 
@@ -270,7 +271,7 @@ class DataConfig(Schema):
     num_classes: int = setting(MISSING, ge=2)
     mean: list[float] = MISSING
     std: list[float] = MISSING
-    natural_images: bool = False  # flips and crops suit it (not digits, letters, garments)
+    natural_images: bool = False  # flips and crops suit it (garments, objects; not digits or letters)
     default_patch_size: dict[str, int] = MISSING  # per conv stem
     # loading
     batch_size: int = setting(128, ge=1)
