@@ -113,3 +113,15 @@ def test_two_sweep_workers_share_one_postgresql_study(postgres_url, synthetic_ro
     runs = [json.loads(p.read_text()) for p in tmp_path.glob("worker*/*/results.json")]
     assert sorted(round(r["val_acc_best"], 6) for r in runs) == sorted(
         round(t.value, 6) for t in study.trials)
+
+
+@pytest.mark.parametrize(("accelerator", "cuda", "synced"), [
+    ("cpu", True, False), ("auto", False, False), ("auto", True, True), ("gpu", True, True)])
+def test_sync_batchnorm_stays_on_only_where_there_are_cuda_devices(accelerator, cuda, synced,
+                                                                   monkeypatch):
+    from nkat_lightning.training.fit import sync_batchnorm_setting
+
+    monkeypatch.setattr("torch.cuda.is_available", lambda: cuda)
+    setting = sync_batchnorm_setting({"accelerator": accelerator, "sync_batchnorm": True})
+    assert setting.get("sync_batchnorm", True) is synced
+    assert sync_batchnorm_setting({"accelerator": accelerator, "sync_batchnorm": False}) == {}

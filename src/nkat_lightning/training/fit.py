@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import lightning as L
+import torch
 from lightning.pytorch.callbacks import Checkpoint, ModelCheckpoint, ModelSummary, ProgressBar
 from lightning.pytorch.plugins.io import CheckpointIO
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
@@ -64,6 +65,20 @@ def switched_off_removed(callbacks: list, trainer_cfg: dict) -> list:
                                        ("enable_checkpointing", Checkpoint))
                 if trainer_cfg.get(key) is False)
     return [c for c in callbacks if not isinstance(c, off)] if off else callbacks
+
+
+def sync_batchnorm_setting(trainer_cfg: dict) -> dict:
+    """``sync_batchnorm=False`` for a run without CUDA devices: torch's SyncBatchNorm refuses
+    CPU modules under DDP (``trainer=ddp trainer.accelerator=cpu`` with a conv stem's
+    BatchNorm), and on one process there is nothing to sync."""
+    if not trainer_cfg.get("sync_batchnorm"):
+        return {}
+    accelerator = str(trainer_cfg.get("accelerator", "auto"))
+    if accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available()):
+        return {}
+    rank_zero_info("trainer.sync_batchnorm is off for this run: it syncs BatchNorm across GPUs "
+                   "and this run has none")
+    return {"sync_batchnorm": False}
 
 
 @contextlib.contextmanager
@@ -142,7 +157,8 @@ def fit_and_test(cfg: DictConfig, resolved: dict, run_dir: Path, trial: SweepTri
         callbacks.append(pruning)
     loggers = instantiate_all(cfg.get("logger"))
     trainer: L.Trainer = build(cfg.trainer, callbacks=callbacks, logger=loggers or False,
-                               plugins=with_atomic_checkpoints(build(cfg.trainer.get("plugins"))))
+                               plugins=with_atomic_checkpoints(build(cfg.trainer.get("plugins"))),
+                               **sync_batchnorm_setting(resolved["trainer"]))
     ckpt_path = prepare_resume(resolved["resume"], run_dir, trainer.is_global_zero)
     if trainer.is_global_zero:
         save_resolved_config(resolved, run_dir)
