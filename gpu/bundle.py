@@ -20,14 +20,11 @@ import sys
 from importlib.metadata import PackageNotFoundError, distribution
 from pathlib import Path
 
+from check import DATA, GPU_DIR, ROOT, WHEELS, distribution_name  # the folders the check reads
 from packaging.requirements import Requirement
 
-GPU_DIR = Path(__file__).resolve().parent
-ROOT = GPU_DIR.parent
 PROJECT = "nkat-lightning"
 HOST_PACKAGES = GPU_DIR / "host_packages.txt"
-WHEELS = GPU_DIR / "wheels"
-DATA = GPU_DIR / "data" / "fashion-mnist"
 FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 FASHION_MNIST_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
                        "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
@@ -84,15 +81,11 @@ def download_command(packages: dict[str, str], dest: Path) -> list[str]:
             *platforms, "--dest", str(dest), *(f"{name}=={v}" for name, v in packages.items())]
 
 
-def wheel_name(path: Path) -> str:
-    return canonical(path.name.split("-")[0])
-
-
 def prune_stale(dest: Path, packages: dict[str, str]) -> None:
     """Drop wheels of packages or versions no longer wanted: two versions stop an install."""
     for wheel in dest.glob("*.whl"):
         version = wheel.name.split("-")[1]
-        if packages.get(wheel_name(wheel)) != version:
+        if packages.get(distribution_name(wheel)) != version:
             wheel.unlink()
 
 
@@ -111,8 +104,7 @@ def travelling_bytes() -> int:
     listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
                             cwd=ROOT, capture_output=True, check=True).stdout.split(b"\0")
     files = [ROOT / name.decode() for name in listed if name]
-    files += [p for p in GPU_DIR.joinpath("wheels").rglob("*") if p.is_file()]
-    files += [p for p in GPU_DIR.joinpath("data").rglob("*") if p.is_file()]
+    files += [p for folder in (WHEELS, DATA) for p in folder.rglob("*")]
     return sum(p.stat().st_size for p in files if p.is_file())
 
 

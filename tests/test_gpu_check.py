@@ -1,7 +1,6 @@
 """The CPU side of ``make gpu-wheels`` and ``make gpu-check``: which wheels, how they are
 installed, where every part writes, and the one-line refusal without CUDA."""
 
-import importlib.util
 import subprocess
 import sys
 import zipfile
@@ -15,15 +14,9 @@ from nkat_lightning.config.compose import compose_train_config
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def load(name: str):
-    spec = importlib.util.spec_from_file_location(f"gpu_{name}", ROOT / "gpu" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
-
-
-bundle, check = load("bundle"), load("check")
+sys.path.insert(0, str(ROOT / "gpu"))  # the scripts import each other as `python gpu/<x>.py` does
+import bundle  # noqa: E402
+import check  # noqa: E402
 
 
 def make_wheel(folder: Path, name: str, ver: str = "1.0") -> Path:
