@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+sys.path.insert(0, str(BENCHMARKS))
+import throughput  # noqa: E402
 
 
 def run_script(name: str, *args: str) -> str:
@@ -19,14 +21,37 @@ def run_script(name: str, *args: str) -> str:
 
 
 @pytest.mark.slow
-def test_throughput_prints_every_ratio_against_its_target():
-    out = run_script("throughput.py", "--presets", "mnist", "--rounds", "1", "--steps", "1",
-                     "--min-seconds", "0", "--batch", "8", "--no-startup")
+def test_throughput_prints_tokens_every_ratio_and_the_count_of_targets_met():
+    out = run_script("throughput.py", "--presets", "mnist", "--tokens", "64", "--rounds", "1",
+                     "--steps", "1", "--min-seconds", "0", "--batch", "8", "--memory-rounds", "1",
+                     "--no-startup")
+    shapes = re.findall(r"^(mnist|64 patches): .*, patch (\d+), (\d+) tokens,", out, flags=re.MULTILINE)
+    assert shapes == [("mnist", "7", "17"), ("64 patches", "4", "65")]
     ratios = re.findall(r"^  (train|infer) (.+?) / (.+?): (\d+\.\d+) \(target >= ([\d.]+)\) (OK|BELOW)$",
                         out, flags=re.MULTILINE)
-    assert len(ratios) == 6  # 3 targets x (train, infer)
+    assert len(ratios) == 2 * 2 * len(throughput.TARGETS)
     assert all(float(ratio) > 0 for *_, ratio, _target, _verdict in ratios)
     assert re.search(r"^  timm\s+\d+\s+\d+\s+-?\d+\s+-?\d+\s+\d+%, \d+%$", out, flags=re.MULTILINE)
+    assert len(re.findall(r"^  peak training memory \(a\) plain / timm: \d+\.\d+$", out,
+                          flags=re.MULTILINE)) == 2
+    met = re.search(r"^targets met: (\d+) of (\d+)$", out, flags=re.MULTILINE)
+    assert met and int(met[2]) == len(ratios)
+    assert len(re.findall(r"^  missed: ", out, flags=re.MULTILINE)) == int(met[2]) - int(met[1])
+
+
+def test_every_token_count_the_benchmark_offers_builds_that_many_patches():
+    for size, _ in throughput.TOKEN_SHAPES:
+        for patch in (p for p in range(1, size + 1) if size % p == 0 and size // p <= 16):
+            patches = (size // patch) ** 2
+            model = throughput.build(throughput.shape_model_config(throughput.token_shape(patches)),
+                                     "(a) plain")
+            assert model.patch_embed.num_patches == patches
+            assert throughput.token_count(model) == patches + 1
+
+
+def test_an_impossible_token_count_is_refused_with_the_possible_ones():
+    with pytest.raises(SystemExit, match=r"--tokens 50: .* give one of 1, 4, 16, 49, 64"):
+        throughput.token_shape(50)
 
 
 @pytest.mark.slow

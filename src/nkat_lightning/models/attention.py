@@ -15,6 +15,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from nkat_lightning.config.schema import AttentionConfig
+from nkat_lightning.models.filtering import filtered_rows, filtered_softmax
 
 COLOUR_GROUPS = 4  # split heads: one group per RGB channel plus one shared group
 
@@ -39,27 +40,6 @@ class MaskedWeight(nn.Module):
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
         return weight * self.mask.reshape(self.mask.shape + (1,) * (weight.ndim - 2))
-
-
-def filtered_softmax(logits: torch.Tensor, top_k: int | None, top_p: float | None) -> torch.Tensor:
-    """Softmax over the logits kept by top-k and then top-p, zero elsewhere, along the last
-    dimension: ``softmax(logits)`` with every other logit set to -inf, gradient included.
-
-    One ``topk`` (a partial sort) serves both filters: it gives the ``k`` largest logits in
-    descending order; top-p keeps the smallest prefix of those whose softmax mass reaches ``p``
-    (the first always); the kept probabilities are scattered back into a zero row. Exactly
-    ``k`` are kept even when logits tie. The softmax is written out (max-shifted ``exp`` over
-    the sorted values) because ``softmax`` over a last dimension of ``k`` is slow on the CPU.
-    """
-    n = logits.shape[-1]
-    values, order = logits.topk(n if top_k is None else min(top_k, n), dim=-1)
-    shifted = (values - values[..., :1]).to(torch.promote_types(logits.dtype, torch.float32))
-    weights = shifted.exp()  # softmax numerators, largest first, in fp32 at least
-    if top_p is not None:
-        mass = weights.cumsum(dim=-1)
-        weights = weights * (mass - weights < top_p * mass[..., -1:])  # mass before a rank < p
-    kept = (weights / weights.sum(dim=-1, keepdim=True)).to(logits.dtype)
-    return kept.new_zeros(logits.shape).scatter(-1, order, kept)
 
 
 class NKATModulation(torch.autograd.Function):
@@ -221,6 +201,25 @@ class NKATAttention(nn.Module):
         factor = NKATModulation.apply(x, self.alpha, self.beta, self.nkat_coefficient)
         return factor.to(x.dtype)[:, None, :, None]
 
+    def filtered_attention(self, q, k, v, scale: float, attn_mask, dropout_p: float) -> torch.Tensor:
+        """Attention with the top-k/top-p filters: one ``q @ k^T`` picks the kept logits, then
+        either the fused kernel runs with them as its additive mask (training, and every
+        device but the CPU: its backward is the fused one, and on a GPU the mask keeps it on
+        the memory-efficient kernel), or, in CPU inference, the filtered softmax times ``v``
+        (the logits are at hand, so the fused kernel would only compute them again)."""
+        with torch.no_grad():
+            logits = (q * scale) @ k.transpose(-2, -1)
+            if attn_mask is not None:
+                logits = logits + attn_mask
+        needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v))
+        if q.device.type == "cpu" and not needs_grad and not dropout_p:
+            return filtered_softmax(logits, self.top_k, self.top_p).to(v.dtype) @ v
+        mask = filtered_rows(logits, self.top_k, self.top_p, probabilities=False)
+        if attn_mask is not None:
+            mask = mask + attn_mask
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask.to(q.dtype),
+                                              dropout_p=dropout_p, scale=scale)
+
     def forward(
         self, x: torch.Tensor, attn_mask: torch.Tensor | None = None, is_causal: bool = False
     ) -> torch.Tensor:
@@ -235,7 +234,8 @@ class NKATAttention(nn.Module):
             q, scale = q * scale.to(q.dtype), 1.0
         factor = self.modulation(x)
 
-        if self.filters_active() or self.keep_attention_map:
+        dropout_p = self.attn_drop.p if self.training else 0.0
+        if self.keep_attention_map:  # the weights themselves, for analysis
             logits = (q * scale) @ k.transpose(-2, -1)
             if attn_mask is not None:
                 logits = logits + attn_mask
@@ -245,14 +245,15 @@ class NKATAttention(nn.Module):
                 attn = logits.softmax(dim=-1)
             if factor is not None:
                 attn = attn * factor
-            if self.keep_attention_map:
-                self.attention_map = attn.detach()
+            self.attention_map = attn.detach()
             out = self.attn_drop(attn) @ v
+        elif self.filters_active():
+            out = self.filtered_attention(q, k, v, scale, attn_mask, dropout_p)
+            if factor is not None:
+                out = out * factor
         else:
-            out = F.scaled_dot_product_attention(
-                q, k, v, attn_mask=attn_mask, dropout_p=self.attn_drop.p if self.training else 0.0,
-                scale=scale,
-            )
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask,
+                                                 dropout_p=dropout_p, scale=scale)
             if factor is not None:
                 out = out * factor
         out = out.transpose(1, 2).reshape(b, n, c)
