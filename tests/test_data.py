@@ -74,10 +74,12 @@ def test_split_is_reproducible_and_seeded(synthetic_root, tmp_path):
 def test_eval_transform_has_no_augmentation(synthetic_root, tmp_path):
     dm = make_datamodule("cifar10", synthetic_root, tmp_path, "aug=basic")
     dm.setup("fit")
-    first = [dm.val_set[0][0] for _ in range(3)]
+    images = next(iter(dm.val_dataloader()))[0][:8]
+    first = [dm.to_model_input(images, train=False) for _ in range(3)]
     assert all(torch.equal(first[0], other) for other in first)
-    train = [dm.train_set[0][0] for _ in range(8)]
+    train = [dm.to_model_input(images, train=True) for _ in range(3)]
     assert any(not torch.equal(train[0], other) for other in train)
+    assert all(t.shape == first[0].shape and t.dtype == torch.float32 for t in train)
 
 
 @pytest.mark.parametrize("split", ["letters", "balanced"])

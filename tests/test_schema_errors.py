@@ -36,7 +36,7 @@ def bad_values(schema: type[Schema], f: dataclasses.Field) -> list:
     kind = plain_type(get_type_hints(schema)[f.name])
     bounds = field_bounds(f)
     values: list = []
-    if kind is int:
+    if kind is int or bounds.integer:
         values += ["two", 1.5]
     elif kind is float:
         values += ["two"]
@@ -46,7 +46,7 @@ def bad_values(schema: type[Schema], f: dataclasses.Field) -> list:
         values += ["two"]
     if bounds.choices is not None:
         values.append("no_such_choice")
-    step = 1 if kind is int else 0.5
+    step = 1 if kind is int or bounds.integer else 0.5
     if bounds.ge is not None:
         values.append(bounds.ge - step)
     if bounds.gt is not None:
@@ -66,7 +66,8 @@ def cases(schema: type[Schema], prefix: str, extra: tuple[str, ...] = ()):
                 fields = ",".join(f"{k}:{v}" for k, v in dataclasses.asdict(kind()).items())
                 extra = (*extra, f"{prefix}{f.name}={{{fields}}}")
             yield from cases(kind, f"{prefix}{f.name}.", extra)
-        elif f.name not in FREE_TEXT and kind is not Any or field_bounds(f).choices:
+        elif (f.name not in FREE_TEXT and kind is not Any or field_bounds(f).choices
+              or field_bounds(f).words):
             for value in bad_values(schema, f):
                 yield pytest.param(f"{prefix}{f.name}", value, extra,
                                    id=f"{prefix}{f.name}={value}")

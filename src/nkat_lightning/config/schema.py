@@ -51,13 +51,19 @@ class Bounds:
     choices: tuple | None = None
     aliases: tuple = ()  # (written, meant) pairs, e.g. (False, "off"): YAML 1.1 reads off as false
     null_means: str = "off"  # what null stands for, where the field allows it
+    words: tuple = ()  # words allowed besides the numeric range, e.g. ("auto",)
+    integer: bool = False  # the numbers allowed are integers (for fields typed Any)
 
     def meant(self, value):
         return next((m for w, m in self.aliases if value is w), value)
 
     def allows(self, value) -> bool:
+        if isinstance(value, str) and value in self.words:
+            return True
         if self.choices is not None:
             return self.meant(value) in self.choices
+        if self.integer and not (isinstance(value, int) and not isinstance(value, bool)):
+            return False
         if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
             return not any(b is not None for b in (self.ge, self.gt, self.le, self.lt))
         return ((self.ge is None or value >= self.ge) and (self.gt is None or value > self.gt)
@@ -68,6 +74,9 @@ class Bounds:
         if self.choices is not None:
             return "one of " + ", ".join(str(c).lower() if isinstance(c, bool) else str(c)
                                          for c in self.choices)
+        if self.words:
+            return " or ".join(self.words) + " or " + dataclasses.replace(self, words=()).describe(
+                "an integer" if self.integer else kind)
         low = f"[{number(self.ge)}" if self.ge is not None else (
             f"({number(self.gt)}" if self.gt is not None else None)
         high = f"{number(self.le)}]" if self.le is not None else (
@@ -92,10 +101,10 @@ def stem_output_size(img_size: int, conv_stem: str) -> int:
 
 
 def setting(default=MISSING, *, ge=None, gt=None, le=None, lt=None, choices=None, aliases=(),
-            null_means="off", factory=None):
+            null_means="off", words=(), integer=False, factory=None):
     """A schema field with its allowed range (``metadata["bounds"]``)."""
     bounds = Bounds(ge, gt, le, lt, tuple(choices) if choices is not None else None, aliases,
-                    null_means)
+                    null_means, tuple(words), integer)
     if factory is not None:
         return field(default_factory=factory, metadata={"bounds": bounds})
     return field(default=default, metadata={"bounds": bounds})
@@ -276,7 +285,9 @@ class DataConfig(Schema):
     # loading
     batch_size: int = setting(128, ge=1)
     eval_batch_size: int = setting(512, ge=1)
-    num_workers: int = setting(0, ge=0)
+    # loader processes; auto: 0 on the CPU (the model's threads use every core, and a batch is
+    # one indexing of an in-memory tensor), min(4, cores per device - 1) with a GPU
+    num_workers: Any = setting("auto", ge=0, words=("auto",), integer=True)
     pin_memory: Any = setting("auto", choices=("auto", True, False))
     persistent_workers: bool = True
     val_size: int = setting(5000, ge=1)

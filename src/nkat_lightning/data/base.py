@@ -21,7 +21,7 @@ from lightning.fabric.utilities.seed import pl_worker_init_function
 from torch.utils.data import DataLoader, Dataset, Subset, random_split
 
 from nkat_lightning.data.tensor_dataset import UInt8ImageDataset, images_and_targets, return_batch
-from nkat_lightning.data.transforms import BatchTransform, build_image_transform
+from nkat_lightning.data.transforms import BatchTransform
 from nkat_lightning.errors import ConfigError, DataNotFoundError, describe
 
 DOWNLOAD_TIMEOUT_S = 30
@@ -66,7 +66,7 @@ class ImageDataModule(L.LightningDataModule, abc.ABC):
         aug: dict | None = None,
         batch_size: int = 128,
         eval_batch_size: int | None = None,
-        num_workers: int = 0,
+        num_workers: int | str = "auto",
         pin_memory: bool | str = "auto",
         persistent_workers: bool = True,
         val_size: int = 5000,
@@ -84,12 +84,13 @@ class ImageDataModule(L.LightningDataModule, abc.ABC):
         self.mean, self.std = tuple(mean), tuple(std)
         self.natural_images = natural_images
         self.aug = dict(aug or {})
-        self.batch_transform = BatchTransform(self.aug, self.mean, self.std, img_size)
+        self.batch_transform = BatchTransform(self.aug, self.mean, self.std, img_size,
+                                              natural_images)
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
         self.num_workers = num_workers
         self.pin_memory = torch.cuda.is_available() if pin_memory == "auto" else bool(pin_memory)
-        self.persistent_workers = persistent_workers and num_workers > 0
+        self.persistent_workers = persistent_workers
         self.val_size = val_size
         self.split_seed = split_seed
         self.offline_dirs = [Path(d).expanduser() for d in offline_dirs]
@@ -208,11 +209,9 @@ class ImageDataModule(L.LightningDataModule, abc.ABC):
                 range(len(targets)), [len(targets) - self.val_size, self.val_size],
                 generator=generator,
             )
-            augmented = UInt8ImageDataset(images, targets, train_full.classes,
-                                          build_image_transform(self.aug, self))
-            plain = UInt8ImageDataset(images, targets, train_full.classes)
-            self.train_set = Subset(augmented, list(train_idx))
-            self.val_set = Subset(plain, list(val_idx))
+            full = UInt8ImageDataset(images, targets, train_full.classes)
+            self.train_set = Subset(full, list(train_idx))
+            self.val_set = Subset(full, list(val_idx))
         if stage in (None, "test", "predict") and self.test_set is None:
             test_full = self.make_dataset(train=False)
             self.test_set = UInt8ImageDataset(*images_and_targets(test_full), test_full.classes)
@@ -225,18 +224,31 @@ class ImageDataModule(L.LightningDataModule, abc.ABC):
         images, targets = batch
         return self.to_model_input(images, train=self.trainer.training), targets
 
+    def loader_workers(self) -> int:
+        """``num_workers``, with ``auto`` resolved: 0 where the model runs on the CPU (its
+        threads use every core, and a batch is one indexing of an in-memory uint8 tensor, with
+        augmentation on the batch after it), else min(4, cores per device - 1), so batches are
+        indexed and pinned while the main process keeps the GPU busy."""
+        if self.num_workers != "auto":
+            return int(self.num_workers)
+        if self.trainer is None or self.trainer.strategy.root_device.type == "cpu":
+            return 0
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        return max(0, min(4, (cores or 1) // max(1, self.trainer.num_devices) - 1))
+
     def _loader(self, dataset: Dataset, train: bool) -> DataLoader:
+        workers = self.loader_workers()
         return DataLoader(
             dataset,
             batch_size=self.batch_size if train else self.eval_batch_size,
             shuffle=train,
             drop_last=train,
-            num_workers=self.num_workers,
+            num_workers=workers,
             pin_memory=self.pin_memory,
-            persistent_workers=self.persistent_workers,
+            persistent_workers=self.persistent_workers and workers > 0,
             collate_fn=return_batch,
             worker_init_fn=functools.partial(init_loader_worker, rank=self.trainer.global_rank
-                                             if self.trainer else 0) if self.num_workers else None,
+                                             if self.trainer else 0) if workers else None,
         )
 
     def train_dataloader(self) -> DataLoader:

@@ -81,10 +81,11 @@ def write_cifar10(root: Path, n_per_batch: int = 48, n_test: int = 80) -> None:
         pickle.dump({"label_names": names}, f)
 
 
-def write_all(root: Path) -> Path:
-    write_mnist_like(root, "MNIST")
-    write_mnist_like(root, "FashionMNIST")
+def write_all(root: Path, n_train: int = 240) -> Path:
+    """Every data set's native files under ``root``, ``n_train`` training images each."""
+    write_mnist_like(root, "MNIST", n_train)
+    write_mnist_like(root, "FashionMNIST", n_train)
     for split in ("balanced", "letters"):
-        write_emnist(root, split)
-    write_cifar10(root)
+        write_emnist(root, split, n_train)
+    write_cifar10(root, n_per_batch=-(-n_train // 5))
     return root

@@ -2,13 +2,11 @@
 
 torchvision's MNIST/CIFAR-10 classes turn every image into a PIL image and back; at 28-32 px
 that costs more than the model's step on 2 cores. This class keeps torchvision's loaded arrays
-and returns a whole batch from one indexing (``__getitems__``), with per-image ops only where
-the augmentation pack has some.
+and returns a whole batch from one indexing (``__getitems__``); augmentation runs on the batch
+afterwards (``transforms.BatchTransform``).
 """
 
 from __future__ import annotations
-
-from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -29,23 +27,17 @@ def return_batch(batch):
 
 
 class UInt8ImageDataset(Dataset):
-    """Images (N, C, H, W) uint8 and targets (N,); ``transform`` maps one uint8 image."""
+    """Images (N, C, H, W) uint8 and targets (N,)."""
 
-    def __init__(self, images: torch.Tensor, targets: torch.Tensor, classes: list[str],
-                 transform: Callable | None = None) -> None:
+    def __init__(self, images: torch.Tensor, targets: torch.Tensor, classes: list[str]) -> None:
         self.images, self.targets, self.classes = images, targets, classes
-        self.transform = transform
 
     def __len__(self) -> int:
         return len(self.targets)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        image = self.images[index]
-        return (self.transform(image) if self.transform else image), self.targets[index]
+        return self.images[index], self.targets[index]
 
     def __getitems__(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
         index = torch.as_tensor(indices, dtype=torch.long)
-        images = self.images[index]
-        if self.transform is not None:
-            images = torch.stack([self.transform(image) for image in images])
-        return images, self.targets[index]
+        return self.images[index], self.targets[index]

@@ -130,6 +130,18 @@ def train(cfg: DictConfig, trial: SweepTrial | None = None, step_offset: int = 0
         return fit_and_test(cfg, resolved, run_dir, trial, step_offset)
 
 
+def build_trainer(cfg: DictConfig, resolved: dict, extra_callbacks: list, **settings) -> L.Trainer:
+    """The run's Trainer: the config's trainer, callbacks (EMA when ``optim.ema``) and
+    loggers, then ``extra_callbacks``; ``settings`` override trainer arguments."""
+    callbacks = switched_off_removed(instantiate_all(cfg.get("callbacks")), resolved["trainer"])
+    if resolved["optim"].get("ema", 0):  # validation, test and checkpoints see the EMA weights
+        callbacks.append(EMAWithWarmup(decay=resolved["optim"]["ema"]))
+    loggers = instantiate_all(cfg.get("logger"))
+    return build(cfg.trainer, callbacks=[*callbacks, *extra_callbacks], logger=loggers or False,
+                 plugins=with_atomic_checkpoints(build(cfg.trainer.get("plugins"))),
+                 **{**sync_batchnorm_setting(resolved["trainer"]), **settings})
+
+
 def fit_and_test(cfg: DictConfig, resolved: dict, run_dir: Path, trial: SweepTrial | None,
                  step_offset: int) -> dict:
     results_path = run_dir / RESULTS_FILE
@@ -148,17 +160,11 @@ def fit_and_test(cfg: DictConfig, resolved: dict, run_dir: Path, trial: SweepTri
     )
     rank_zero_info(f"NKAT-ViT: {module.num_params:,} trainable parameters, "
                    f"lambda = {module.lam:.4f}")
-    callbacks = switched_off_removed(instantiate_all(cfg.get("callbacks")), resolved["trainer"])
-    if resolved["optim"].get("ema", 0):  # validation, test and checkpoints see the EMA weights
-        callbacks.append(EMAWithWarmup(decay=resolved["optim"]["ema"]))
     pruning = None
     if trial is not None and isinstance(resolved.get("optimized_metric"), str):
         pruning = PruneOnValidation(trial, resolved["optimized_metric"], step_offset)
-        callbacks.append(pruning)
-    loggers = instantiate_all(cfg.get("logger"))
-    trainer: L.Trainer = build(cfg.trainer, callbacks=callbacks, logger=loggers or False,
-                               plugins=with_atomic_checkpoints(build(cfg.trainer.get("plugins"))),
-                               **sync_batchnorm_setting(resolved["trainer"]))
+    trainer = build_trainer(cfg, resolved, [pruning] if pruning else [])
+    callbacks, loggers = trainer.callbacks, trainer.loggers
     ckpt_path = prepare_resume(resolved["resume"], run_dir, trainer.is_global_zero)
     if trainer.is_global_zero:
         save_resolved_config(resolved, run_dir)
