@@ -84,9 +84,11 @@ def model_rate(module: NKATLitModule, batch, batches: int) -> float:
     return batch[0].shape[0] * batches / (time.perf_counter() - start)
 
 
-def loop_rate(cfg, resolved, datamodule, batches: int) -> float:
+def loop_rate(overrides: list[str], root: Path, datamodule, batches: int) -> float:
     """The run's own Trainer (its callbacks, loggers and progress bar), one epoch, no
-    validation."""
+    validation, in a new run folder (a run finds its last checkpoint in its folder)."""
+    cfg = compose_train_config(overrides, Path(tempfile.mkdtemp(dir=root.parent)), root)
+    resolved = validate_config(cfg)
     module = NKATLitModule(resolved["model"], resolved["optim"], aug=resolved["aug"])
     timer = StepTimer()
     trainer = build_trainer(cfg, resolved, [timer], accelerator="cpu", devices=1, max_epochs=1,
@@ -154,9 +156,9 @@ def main() -> None:
         for data in args.data:
             for pack in args.packs:
                 label = f"{data}, aug={pack}"
-                cfg = compose_train_config(
-                    [f"data={data}", f"aug={pack}", f"data.num_workers={args.num_workers}",
-                     "data.val_size=64"], Path(tmp) / label.replace(" ", "_"), root)
+                overrides = [f"data={data}", f"aug={pack}", f"data.num_workers={args.num_workers}",
+                             "data.val_size=64"]
+                cfg = compose_train_config(overrides, Path(tempfile.mkdtemp(dir=tmp)), root)
                 resolved = validate_config(cfg)
                 datamodule = build(cfg.data, aug=resolved["aug"], _convert_="all")
                 datamodule.prepare_data()
@@ -169,7 +171,7 @@ def main() -> None:
                 b, c = [], []
                 for _ in range(args.rounds):  # interleaved: a slow spell hits (b) and (c) alike
                     b.append(model_rate(module, batch, args.batches))
-                    c.append(loop_rate(cfg, resolved, datamodule, args.batches))
+                    c.append(loop_rate(overrides, root, datamodule, args.batches))
                 rows.append((label, a, statistics.median(b), statistics.median(c), *augment))
     print(f"\n{'case':30} {'(a) data':>10} {'(b) model':>10} {'(c) loop':>10} {'(c)/(b)':>8}"
           f"   {'random ops ms: ours':>19} {'Kornia':>7}")

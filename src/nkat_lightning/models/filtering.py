@@ -90,6 +90,7 @@ def torch_filtered_rows(logits: torch.Tensor, top_k: int, top_p: float,
     return result.masked_fill(nan_rows, 0.0)
 
 
+@torch.compiler.disable  # runs eagerly under model.compile: the C++ op has no tracing rule
 def filtered_rows(logits: torch.Tensor, top_k: int | None, top_p: float | None,
                   probabilities: bool) -> torch.Tensor:
     """Additive mask (``probabilities=False``) or filtered softmax of ``logits`` over the last
