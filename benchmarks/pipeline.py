@@ -180,7 +180,7 @@ def main() -> None:
         verdict = "OK" if c / b >= TARGET else "BELOW"
         if verdict == "BELOW":
             missed.append(label)
-        print(f"{label:30} {a:10.0f} {b:10.0f} {c:10.0f} {c / b:8.2f} {verdict:5} {ours:13.1f} "
+        print(f"{label:30} {a:10.0f} {b:10.0f} {c:10.0f} {c / b:8.3f} {verdict:5} {ours:13.1f} "
               f"{'-' if kornia is None else f'{kornia:7.1f}':>7}")
     print(f"images/s, batch 128, {torch.get_num_threads()} threads, data.num_workers="
           f"{args.num_workers}, median of {args.rounds} interleaved rounds; target (c)/(b) >= "

@@ -55,6 +55,15 @@ def test_an_impossible_token_count_is_refused_with_the_possible_ones():
 
 
 @pytest.mark.slow
-def test_pipeline_prints_loop_over_model_step_ratios():
+def test_pipeline_prints_the_loop_ratio_for_every_data_set_and_pack():
+    import pipeline
+
     out = run_script("pipeline.py", "--batches", "2", "--rounds", "1")
-    assert re.search(r"\(c\)/\(b\)", out), out
+    rows = re.findall(r"^(\w+), aug=(\w+) +\d+ +\d+ +\d+ +(\d\.\d{3}) (OK|BELOW) +\d+\.\d", out,
+                      flags=re.MULTILINE)
+    assert {(data, pack) for data, pack, *_ in rows} == {
+        (data, pack) for data in pipeline.DATA_SETS for pack in pipeline.PACKS}
+    assert all((float(ratio) >= pipeline.TARGET) == (verdict == "OK")
+               for *_, ratio, verdict in rows)
+    met = re.search(r"met in (\d+) of (\d+) cases", out)
+    assert met and int(met[2]) == len(rows) == len(pipeline.DATA_SETS) * len(pipeline.PACKS)

@@ -1,5 +1,7 @@
 import gzip
+import os
 import shutil
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -152,3 +154,18 @@ def test_truncated_offline_archive_is_reported_not_raised(tmp_path):
     dm = make_datamodule("mnist", tmp_path / "root", tmp_path, f"data.offline_dirs=[{offline}]")
     with pytest.raises(DataNotFoundError, match=r"offline copy in .*offline: could not be copied"):
         dm.prepare_data()
+
+
+@pytest.mark.parametrize(("device", "devices", "cores", "expected"),
+                         [("cpu", 1, 2, 0), ("cpu", 1, 64, 0), ("cuda", 1, 16, 4),
+                          ("cuda", 8, 16, 1), ("cuda", 1, 2, 1), ("cuda", 2, 2, 0)])
+def test_auto_loader_workers_follow_the_device_and_cores(device, devices, cores, expected,
+                                                         synthetic_root, tmp_path, monkeypatch):
+    dm = make_datamodule("mnist", synthetic_root, tmp_path)
+    assert dm.num_workers == "auto" and dm.loader_workers() == 0  # no trainer yet: as the CPU
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cores)), raising=False)
+    dm.trainer = SimpleNamespace(strategy=SimpleNamespace(root_device=torch.device(device)),
+                                 num_devices=devices, global_rank=0)
+    assert dm.loader_workers() == expected
+    dm.trainer = None
+    assert make_datamodule("mnist", synthetic_root, tmp_path, "data.num_workers=3").loader_workers() == 3
