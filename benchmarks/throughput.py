@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import math
 import multiprocessing
 import random
 import statistics
@@ -231,6 +232,7 @@ def run_shape(name: str, model_cfg: dict, args, verdicts: list[tuple[str, bool]]
     memory = {(v, kind): measure_memory(model_cfg, v, args, kind == "train",
                                         args.memory_rounds if v in ("timm", "(a) plain")
                                         and kind == "train" else 1)
+              if args.memory_rounds else math.nan
               for v in variants for kind in ("train", "infer")}
     plain = benches["(a) plain"].model
     params = sum(p.numel() for p in plain.parameters())
@@ -251,6 +253,9 @@ def run_shape(name: str, model_cfg: dict, args, verdicts: list[tuple[str, bool]]
             verdicts.append((f"{name} {kind} {model} / {peer}", ratio >= target))
             print(f"  {kind:5} {model} / {peer}: {ratio:.3f} (target >= {target}) "
                   f"{'OK' if ratio >= target else 'BELOW'}")
+    if not args.memory_rounds:
+        print("  peak training memory: not measured (--memory-rounds 0)")
+        return
     ratio = memory["(a) plain", "train"] / memory["timm", "train"]
     shape, limit = MEMORY_TARGET
     line = f"  peak training memory (a) plain / timm: {ratio:.3f}"
@@ -275,7 +280,8 @@ def main() -> None:
     parser.add_argument("--min-seconds", type=float, default=1.0,
                         help="least time per timing (more steps for fast models)")
     parser.add_argument("--memory-rounds", type=int, default=3,
-                        help="fresh processes for the training memory of (a) and timm (median)")
+                        help="fresh processes for the training memory of (a) and timm (median);"
+                             " 0: no memory figures")
     parser.add_argument("--no-startup", action="store_true", help="skip the command timings")
     args = parser.parse_args()
     shapes = [(name, PRESETS[name]) for name in args.presets]
