@@ -186,3 +186,30 @@ def test_a_killed_sweep_continues_and_resumes_its_interrupted_trial(synthetic_ro
     assert "resuming from" in (run_dir / "train.log").read_text()
     results = (run_dir / "results.json").read_text()
     assert '"epochs": 40' in results
+
+
+def test_the_study_lands_in_the_sweep_folder_even_when_the_clock_ticks(monkeypatch,
+                                                                        synthetic_root, tmp_path):
+    """The default sweep folder is named by ``now``. With a clock that moves a second at every
+    reading, the study (optuna.db) still lands beside its trials, so ``report`` finds it."""
+    import datetime as real_datetime
+
+    import hydra.core.utils
+
+    class TickingClock(real_datetime.datetime):
+        ticks = 0
+
+        @classmethod
+        def now(cls, tz=None):
+            cls.ticks += 1
+            return real_datetime.datetime(2026, 1, 1, 12, 0, 0) + real_datetime.timedelta(
+                seconds=cls.ticks)
+
+    monkeypatch.setattr(hydra.core.utils, "datetime", TickingClock)
+    run_hydra_main(monkeypatch, train_entry.main, "-m", "hparams_search=compact",
+                   "hydra.sweeper.n_trials=1", "data=mnist", f"paths.data_dir={synthetic_root}",
+                   f"paths.log_dir={tmp_path / 'logs'}", *TINY_MODEL[:1], "model.depth=1", *FAST)
+    multirun = tmp_path / "logs" / "train" / "multirun"
+    sweep_folders = {path.parent.parent for path in multirun.glob("*/*/results.json")}
+    assert len(sweep_folders) == 1
+    assert (sweep_folders.pop() / "optuna.db").is_file()

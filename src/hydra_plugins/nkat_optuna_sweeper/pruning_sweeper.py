@@ -90,6 +90,14 @@ class PruningSweeperImpl(OptunaSweeperImpl):
         self.pruner_cfg = pruner
         self.pruner = build_pruner(pruner, self.direction)
 
+    def setup(self, *, hydra_context, task_function, config) -> None:
+        super().setup(hydra_context=hydra_context, task_function=task_function, config=config)
+        # The storage again, from the config that the launcher and every trial read. Hydra
+        # resolved it on a copy when it built the sweeper, and ``now`` in the default SQLite
+        # path could then name another second than the sweep folder: the study landed in a
+        # folder of its own.
+        self.storage = config.hydra.sweeper.storage
+
     def _configure_trials(self, trials, *args, **kwargs):
         for trial in trials:  # before the parameters are sampled
             adopt_study(trial.study, self.pruner)
