@@ -7,9 +7,10 @@
 // keeps the k largest logits (the earlier index first among equals, so exactly k), then the
 // smallest prefix of those whose softmax mass reaches p (the first always; p >= 1: all k).
 // probabilities=true: the softmax over the kept logits, 0 elsewhere (computed here: torch's exp
-// of a row that is mostly -inf is ten times slower than of finite values). probabilities=false:
-// an additive mask, 0 where kept and -inf elsewhere. A row holding a NaN comes back as NaN, or
-// as a mask that keeps everything, so its softmax is NaN as without the filter.
+// over a row that is mostly -inf was about 7 times slower than over finite values).
+// probabilities=false: an additive mask, 0 where kept and -inf elsewhere. A row holding a NaN
+// comes back as NaN, or as a mask that keeps everything, so its softmax is NaN as without the
+// filter.
 
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
