@@ -70,7 +70,7 @@ def pipeline_rate(datamodule, batches: int) -> float:
 
 
 def model_rate(module: NKATLitModule, batch, batches: int) -> float:
-    optimizer = torch.optim.AdamW(module.parameters(), lr=1e-4)
+    optimizer = module.build_optimizer()  # the run's own optimizer
     module.train()
     module.log = lambda *args, **kwargs: None  # outside a Trainer: no logging
     for step in range(WARMUP + batches):

@@ -41,6 +41,7 @@ from nkat_lightning.config.checks import validate_config
 from nkat_lightning.config.compose import compose_train_config
 from nkat_lightning.models import ModelConfig, NKATViT
 from nkat_lightning.models.embedding import build_conv_stem
+from nkat_lightning.training.module import FUSED_ADAMW_DEVICES
 
 PRESETS = {  # name -> overrides of the train config
     "default": [],
@@ -122,8 +123,9 @@ class Bench:
             self.model.to(memory_format=torch.channels_last)
             self.x = self.x.contiguous(memory_format=torch.channels_last)
         self.y = torch.randint(0, model_cfg["num_classes"], (args.batch,), device=self.device)
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=1e-4,
-                                           fused=self.device.type == "cuda" or None)
+        self.optimizer = torch.optim.AdamW(  # fused where the framework's runs use it
+            self.model.parameters(), lr=1e-4,
+            fused=self.device.type in FUSED_ADAMW_DEVICES or None)
         self.autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16)
                          if args.precision == "bf16-mixed" else nullcontext())
 

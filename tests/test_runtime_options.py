@@ -78,3 +78,11 @@ def test_bf16_mixed_trains_every_attention_path_on_cpu(synthetic_root, tmp_path)
     assert 0 <= results["test_acc"] <= 1
     checkpoint = torch.load(results["best_ckpt"], weights_only=True)
     assert all(value.dtype != torch.bfloat16 for value in checkpoint["state_dict"].values())
+
+
+@pytest.mark.parametrize("device", ["cpu", "meta"])
+def test_adamw_is_fused_where_torch_has_the_kernel(device):
+    model = {**vars(ModelConfig(depth=1, embed_dim=16, num_heads=2))}
+    module = NKATLitModule(model, {"lr": 1e-3, "weight_decay": 0.05}).to(device)
+    fused = module.build_optimizer().defaults["fused"]
+    assert fused is (True if device == "cpu" else None)
