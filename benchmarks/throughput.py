@@ -105,6 +105,7 @@ def build(model_cfg: dict, variant: str) -> torch.nn.Module:
         num_heads=model_cfg["num_heads"], mlp_ratio=model_cfg["mlp_ratio"],
         attn_drop_rate=model_cfg["dropout_attn"], pos_drop_rate=model_cfg["dropout_embed"],
         drop_path_rate=model_cfg["drop_path"],  # the preset's regularisation, as NKAT-ViT gets
+        global_pool=model_cfg["global_pool"],
         embed_layer=functools.partial(HybridEmbed, backbone=stem),
     )
 

@@ -240,6 +240,8 @@ class TransformerConfig(ModelPart):
     dropout_attn: float = setting(0.0, ge=0, lt=1)
     dropout_embed: float = setting(0.0, ge=0, lt=1)
     drop_path: float = setting(0.0, ge=0, lt=1)
+    # what the head reads: the class token, or the mean of the patch tokens (timm's global_pool)
+    global_pool: str = setting("token", choices=("token", "avg"))
 
 
 @dataclass

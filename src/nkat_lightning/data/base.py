@@ -84,8 +84,7 @@ class ImageDataModule(L.LightningDataModule, abc.ABC):
         self.mean, self.std = tuple(mean), tuple(std)
         self.natural_images = natural_images
         self.aug = dict(aug or {})
-        self.batch_transform = BatchTransform(self.aug, self.mean, self.std, img_size,
-                                              natural_images)
+        self.batch_transform = BatchTransform(self.aug, self.mean, self.std, natural_images)
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
         self.num_workers = num_workers

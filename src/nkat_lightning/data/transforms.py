@@ -3,8 +3,8 @@
 Every random op is drawn per image and applied to the whole batch at once: a crop, flip,
 channel order or affine per image from one tensor op each, RandAugment's ops per image with
 one batched call for all images that drew the same kind of op (``PerImageRandAugment``).
-Normalisation follows, then Cutout (timm's ``RandomErasing``, one box per image). Mixup/CutMix
-run in the LightningModule, since they mix labels too.
+Normalisation follows, then Cutout (one square per image, one masked fill for the batch).
+Mixup/CutMix run in the LightningModule, since they mix labels too.
 
 Why not Kornia's ``kornia.augmentation``, which is made for batched per-sample augmentation:
 on the CPU its per-call overhead is several milliseconds (``benchmarks/pipeline.py`` prints
@@ -17,30 +17,42 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from timm.data.random_erasing import RandomErasing
 from torchvision.transforms import v2
+
+from nkat_lightning.native import build_cpu_op
 
 functional = v2.functional
 
 # RandAugment's ops, as the paper and torchvision define them, with their magnitude at full
-# strength (m = 30; None: no magnitude) and whether it takes a random sign. Geometric ops warp,
-# blend ops mix an image with a degenerate copy (torchvision's op at factor 0) by 1 + magnitude.
+# strength (m = 30; None: no magnitude). Geometric ops (random sign) warp; blend ops (random
+# sign) mix an image with a degenerate copy (torchvision's op at factor 0) by 1 + magnitude.
 GEOMETRIC = {"ShearX": 0.3, "ShearY": 0.3, "TranslateX": 150 / 331, "TranslateY": 150 / 331,
              "Rotate": 30.0}  # translations as a fraction of the image size, rotation in degrees
 BLENDS = {"Brightness": functional.adjust_brightness, "Color": functional.adjust_saturation,
           "Contrast": functional.adjust_contrast, "Sharpness": functional.adjust_sharpness}
-FIXED: dict[str, tuple[Callable[[torch.Tensor, float], torch.Tensor], float | None]] = {
-    "Identity": (lambda x, _: x, None),
-    "Posterize": (lambda x, m: posterize(x, 8 - round(m)), 4.0),
-    "Solarize": (lambda x, m: functional.solarize(x, 1.0 - m), 1.0),
-    "AutoContrast": (lambda x, _: functional.autocontrast(x), None),
-    "Equalize": (lambda x, _: functional.equalize(x), None),
-}
+BLEND_MAGNITUDE = 0.9
+FIXED = {"Identity": None, "Posterize": 4.0, "Solarize": 1.0, "AutoContrast": None,
+         "Equalize": None}
 OPS = [*GEOMETRIC, *BLENDS, *FIXED]
-FULL_GEOMETRIC = torch.tensor(list(GEOMETRIC.values()))
+FULL_MAGNITUDE = torch.tensor([*GEOMETRIC.values(), *[BLEND_MAGNITUDE] * len(BLENDS),
+                               *[0.0 if full is None else full for full in FIXED.values()]])
+# each op's kind in csrc/randaugment.cpp (its enum Kind)
+KINDS = torch.tensor([1] * len(GEOMETRIC) + [2, 3, 4, 5] + [0, 6, 7, 8, 9])
+KERNEL_SWITCH = "NKAT_CPU_AUGMENT_KERNEL"  # "0": torch's ops on the CPU too
+SOURCE = Path(__file__).with_name("csrc") / "randaugment.cpp"
+
+
+@functools.cache
+def cpu_kernel():
+    """``torch.ops.nkat.randaugment_``, built on first use; None (said once) where it cannot be
+    built or ``NKAT_CPU_AUGMENT_KERNEL=0``."""
+    return build_cpu_op("randaugment_", SOURCE, KERNEL_SWITCH,
+                        "RandAugment on the CPU uses torch's slower batched ops",
+                        "C++ RandAugment")
 
 
 def posterize(images: torch.Tensor, bits: int) -> torch.Tensor:
@@ -49,10 +61,36 @@ def posterize(images: torch.Tensor, bits: int) -> torch.Tensor:
     return images if bits >= 8 else functional.posterize(images, bits)
 
 
+def fixed_op(name: str, images: torch.Tensor, parameter: float) -> torch.Tensor:
+    """A ``FIXED`` op with its parameter (``op_parameters``): torchvision's functional op."""
+    if name == "Posterize":
+        return posterize(images, int(parameter))
+    if name == "Solarize":
+        return functional.solarize(images, parameter)
+    if name == "AutoContrast":
+        return functional.autocontrast(images)
+    if name == "Equalize":
+        return functional.equalize(images)
+    return images
+
+
+def op_parameters(drawn: torch.Tensor, sign: torch.Tensor, m: float) -> torch.Tensor:
+    """Each image's parameter for its op (an index into ``OPS``) at magnitude ``m`` of 30:
+    geometric ops their signed magnitude, blends their factor, Posterize its bits, Solarize its
+    threshold, the others 0."""
+    magnitude = FULL_MAGNITUDE[drawn] * m / 30
+    blend = (drawn >= len(GEOMETRIC)) & (drawn < len(GEOMETRIC) + len(BLENDS))
+    parameter = torch.where(drawn < len(GEOMETRIC), sign * magnitude, torch.zeros_like(magnitude))
+    parameter = torch.where(blend, 1.0 + sign * magnitude, parameter)
+    parameter = torch.where(drawn == OPS.index("Posterize"), 8.0 - magnitude.round(), parameter)
+    return torch.where(drawn == OPS.index("Solarize"), 1.0 - magnitude, parameter)
+
+
 def geometric_theta(ops: torch.Tensor, magnitudes: torch.Tensor) -> torch.Tensor:
     """(n, 2, 3) ``affine_grid`` matrices, in [-1, 1] coordinates of a square image, for each
-    image's geometric op (an index into ``GEOMETRIC``) and signed magnitude: shears about the
-    top-left corner, translations, rotations about the centre (degrees)."""
+    image's geometric op (an index into ``GEOMETRIC``; any other index: the identity) and
+    signed magnitude: shears about the top-left corner, translations, rotations about the
+    centre (degrees)."""
     shear_x, shear_y, translate_x, translate_y, rotate = (ops == i for i in range(len(GEOMETRIC)))
     angle = torch.deg2rad(magnitudes * rotate)
     cos, sin = angle.cos(), angle.sin()
@@ -72,37 +110,55 @@ def warp(images: torch.Tensor, theta: torch.Tensor, mode: str = "bilinear") -> t
 
 class PerImageRandAugment:
     """RandAugment (``n`` ops of magnitude ``m`` out of 30) on a float batch in [0, 1], the ops
-    and their signs drawn per image as the paper and timm do. Per op layer, one warp
-    (nearest, as torchvision's RandAugment) serves every image that drew a geometric op, one
-    blend per colour op and one call per other op the images that drew it: at most 9 batched
-    calls."""
+    and their signs drawn per image as the paper and timm do. Geometric ops warp with nearest
+    resampling, as torchvision's RandAugment.
+
+    On the CPU the batch is one call of ``csrc/randaugment.cpp`` (every image its own ops, in
+    parallel); elsewhere, or without a C++ compiler, torch's ops per layer: one warp for every
+    image that drew a geometric op, one call per other op for the images that drew it."""
 
     def __init__(self, n: int, m: int) -> None:
         self.n, self.m = n, m
+        # every (op, sign) pair's parameter and matrix, looked up per image: [op, sign < 0]
+        ops = torch.arange(len(OPS)).repeat_interleave(2)
+        signs = torch.tensor([1.0, -1.0]).repeat(len(OPS))
+        self.parameters = op_parameters(ops, signs, m).view(len(OPS), 2)
+        self.thetas = geometric_theta(ops, self.parameters.flatten()).view(len(OPS), 2, 2, 3)
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        images = images.clone()
-        for _ in range(self.n):
-            drawn = torch.randint(len(OPS), (len(images),))
-            sign = torch.where(torch.rand(len(images)) < 0.5, -1.0, 1.0)
-            geometric = (drawn < len(GEOMETRIC)).nonzero().squeeze(1)
-            if len(geometric):
-                ops = drawn[geometric]
-                magnitudes = sign[geometric] * FULL_GEOMETRIC[ops] * self.m / 30
-                rows = geometric.to(images.device)
-                images[rows] = warp(images[rows], geometric_theta(ops, magnitudes), "nearest")
-            for index in drawn[drawn >= len(GEOMETRIC)].unique().tolist():
-                rows = (drawn == index).nonzero().squeeze(1)
-                name, subset = OPS[index], rows.to(images.device)
-                if name in BLENDS:
-                    factor = (1.0 + sign[rows] * 0.9 * self.m / 30).to(images)[:, None, None, None]
-                    degenerate = BLENDS[name](images[subset], 0.0)
-                    result = degenerate + factor * (images[subset] - degenerate)
-                else:
-                    apply, full = FIXED[name]
-                    result = apply(images[subset], 0.0 if full is None else full * self.m / 30)
-                images[subset] = result.clamp_(0.0, 1.0)
+        b = len(images)
+        draws = [(torch.randint(len(OPS), (b,)), (torch.rand(b) < 0.5).long())
+                 for _ in range(self.n)]  # per layer: each image's op, then its sign
+        drawn = torch.stack([ops for ops, _ in draws], dim=1)  # (b, n)
+        negative = torch.stack([sign for _, sign in draws], dim=1)
+        parameter, theta = self.parameters[drawn, negative], self.thetas[drawn, negative]
+        kernel = cpu_kernel() if images.device.type == "cpu" else None
+        images = images.contiguous().clone()
+        if kernel is not None and images.dtype == torch.float32:
+            kernel(images, KINDS[drawn], parameter, theta)  # every layer in one call
+            return images
+        for layer in range(self.n):
+            self.torch_layer(images, drawn[:, layer], parameter[:, layer], theta[:, layer])
         return images
+
+    @staticmethod
+    def torch_layer(images: torch.Tensor, drawn: torch.Tensor, parameter: torch.Tensor,
+                    theta: torch.Tensor) -> None:
+        """One layer with torch's ops, in place: at most 10 batched calls."""
+        geometric = (drawn < len(GEOMETRIC)).nonzero().squeeze(1)
+        if len(geometric):
+            rows = geometric.to(images.device)
+            images[rows] = warp(images[rows], theta[geometric], "nearest")
+        for index in drawn[drawn >= len(GEOMETRIC)].unique().tolist():
+            rows = (drawn == index).nonzero().squeeze(1)
+            name, subset = OPS[index], rows.to(images.device)
+            if name in BLENDS:
+                factor = parameter[rows].to(images)[:, None, None, None]
+                degenerate = BLENDS[name](images[subset], 0.0)
+                result = degenerate + factor * (images[subset] - degenerate)
+            else:
+                result = fixed_op(name, images[subset], float(parameter[rows[0]]))
+            images[subset] = result.clamp_(0.0, 1.0)
 
 
 def random_crop(images: torch.Tensor, padding: int) -> torch.Tensor:
@@ -144,6 +200,19 @@ def random_affine(images: torch.Tensor, degrees: float, translate: float) -> tor
     return warp(images, theta)
 
 
+def random_cutout(images: torch.Tensor, size: int) -> torch.Tensor:
+    """One ``size`` x ``size`` square per image, at a random place inside it, set to 0 (the
+    mean, after normalisation): timm's ``RandomErasing`` at a fixed square area, whose loop over
+    the images cost 3-5 ms per batch of 128 on the CPU where this one masked fill costs 0.1."""
+    b, _, h, w = images.shape
+    device = images.device  # drawn on the CPU, as every op here, then the mask built there
+    top = torch.randint(h - size + 1, (b, 1, 1, 1)).to(device)
+    left = torch.randint(w - size + 1, (b, 1, 1, 1)).to(device)
+    rows, cols = torch.arange(h, device=device)[:, None], torch.arange(w, device=device)
+    box = (rows >= top) & (rows < top + size) & (cols >= left) & (cols < left + size)
+    return images.masked_fill(box, 0.0)
+
+
 def build_augmentation(aug: dict, natural_images: bool, in_chans: int
                        ) -> list[tuple[str, Callable[[torch.Tensor], torch.Tensor]]]:
     """The random ops of the ``aug`` pack for float batches in [0, 1], named, in order.
@@ -176,12 +245,10 @@ class BatchTransform:
     training it applies the pack's random ops before normalising and Cutout of ``aug.cutout``
     px after."""
 
-    def __init__(self, aug: dict, mean: Sequence[float], std: Sequence[float], img_size: int,
+    def __init__(self, aug: dict, mean: Sequence[float], std: Sequence[float],
                  natural_images: bool = False) -> None:
         self.mean, self.std = list(mean), list(std)
-        cutout = aug.get("cutout", 0)
-        self.cutout_area = (cutout / img_size) ** 2 if cutout else 0.0
-        self._erasers: dict[torch.device, RandomErasing] = {}
+        self.cutout = aug.get("cutout", 0)
         self.augmentation = build_augmentation(aug, natural_images, len(self.mean))
 
     def __call__(self, images: torch.Tensor, train: bool) -> torch.Tensor:
@@ -189,14 +256,6 @@ class BatchTransform:
         for _, op in self.augmentation if train else ():
             x = op(x)
         x = functional.normalize(x, self.mean, self.std)
-        if train and self.cutout_area:
-            x = self._eraser(x.device)(x)
+        if train and self.cutout:
+            x = random_cutout(x, self.cutout)
         return x
-
-    def _eraser(self, device: torch.device) -> RandomErasing:
-        """timm's ``RandomErasing`` for ``device`` (it draws its fill there), built once."""
-        if device not in self._erasers:
-            self._erasers[device] = RandomErasing(
-                probability=1.0, min_area=self.cutout_area, max_area=self.cutout_area,
-                min_aspect=1.0, mode="const", device=device)  # a square erased to the mean (0)
-        return self._erasers[device]

@@ -3,9 +3,8 @@
 Two implementations of one definition (keep the ``k`` largest logits, exactly ``k`` even when
 they tie, then the smallest prefix of those whose softmax mass reaches ``p``, the first always):
 
-- on the CPU, ``csrc/filtered_rows.cpp``, built on first use with torch's C++ extension loader
-  (about 15 s, cached under ``~/.cache/torch_extensions``): torch's CPU ``topk`` alone costs
-  about three times a whole fused attention at 49 tokens;
+- on the CPU, ``csrc/filtered_rows.cpp``, built on first use (``nkat_lightning.native``):
+  torch's CPU ``topk`` alone costs about three times a whole fused attention at 49 tokens;
 - anywhere else, or where no C++ compiler is at hand, torch's ``topk`` (fast on a GPU).
 
 Both return either an additive mask (0 kept, -inf dropped) for ``scaled_dot_product_attention``
@@ -15,58 +14,22 @@ or the softmax over the kept logits (0 dropped).
 from __future__ import annotations
 
 import functools
-import logging
-import os
-import platform
 from pathlib import Path
 
 import torch
 
-log = logging.getLogger(__name__)
+from nkat_lightning.native import build_cpu_op
 
 SOURCE = Path(__file__).with_name("csrc") / "filtered_rows.cpp"
 KERNEL_SWITCH = "NKAT_CPU_FILTER_KERNEL"  # "0": use torch's topk on the CPU too
-
-
-def simd_flags() -> list[str]:
-    """Compiler flags for the SIMD this CPU has (AVX-512, or AVX2 + FMA, on x86-64; the
-    kernel's lanes follow them), so the cached build differs where the CPU does."""
-    if platform.machine() not in ("x86_64", "AMD64"):
-        return []
-    try:
-        cpu = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return []
-    flags = cpu.split("flags", 1)[-1].split("\n", 1)[0].split()
-    if {"avx512f", "avx512dq"} <= set(flags):
-        return ["-mavx512f", "-mavx512dq", "-mavx2", "-mfma"]
-    return ["-mavx2", "-mfma"] if {"avx2", "fma"} <= set(flags) else []
 
 
 @functools.cache
 def cpu_kernel():
     """``torch.ops.nkat.filtered_rows``, built on first use; None (said once) where it cannot
     be built or ``NKAT_CPU_FILTER_KERNEL=0``."""
-    if os.environ.get(KERNEL_SWITCH, "1") == "0":
-        return None
-    quiet = logging.getLogger("torch.utils.cpp_extension")  # "No CUDA runtime is found" on import
-    level = quiet.level
-    quiet.setLevel(logging.ERROR)
-    try:
-        from torch.utils.cpp_extension import load
-
-        simd = simd_flags()
-        load(name="nkat_filtered_rows" + "".join("_" + flag.strip("-") for flag in simd),
-             sources=[str(SOURCE)], extra_cflags=["-O3", "-fopenmp", *simd],
-             is_python_module=False, verbose=False)
-        return torch.ops.nkat.filtered_rows
-    except Exception as error:  # no compiler, no headers, a read-only cache: all mean "not here"
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        log.warning("top-k/top-p attention on the CPU uses torch's slower topk: the C++ filter "
-                    "could not be built (%s)", first_line)
-        return None
-    finally:
-        quiet.setLevel(level)
+    return build_cpu_op("filtered_rows", SOURCE, KERNEL_SWITCH,
+                        "top-k/top-p attention on the CPU uses torch's slower topk", "C++ filter")
 
 
 def torch_filtered_rows(logits: torch.Tensor, top_k: int, top_p: float,

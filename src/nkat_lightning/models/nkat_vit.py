@@ -30,6 +30,7 @@ class NKATViT(VisionTransformer):
             attn_drop_rate=config.dropout_attn,
             pos_drop_rate=config.dropout_embed,
             drop_path_rate=config.drop_path,
+            global_pool=config.global_pool,
             embed_layer=functools.partial(NKATEmbed, config=config),
             attn_layer=NKATAttention.configured(config),
         )

@@ -115,7 +115,7 @@ class NKATLitModule(L.LightningModule):
                 f"{self.current_epoch}); the run stopped and kept its last good checkpoint. "
                 "Lower optim.lr, or clip gradients (trainer.gradient_clip_val=1.0)")
         self.train_loss(loss)
-        self.train_acc(logits, y)
+        self.train_acc.update(logits, y)  # logged per epoch only: no batch value to compute
         self.log("train/loss", self.train_loss, on_step=True, on_epoch=True, prog_bar=True)
         self.log("train/acc", self.train_acc, on_step=False, on_epoch=True)
         return loss

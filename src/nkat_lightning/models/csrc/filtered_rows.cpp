@@ -225,7 +225,7 @@ at::Tensor filtered_rows(const at::Tensor& logits, int64_t k, double p, bool pro
 
 }  // namespace
 
-TORCH_LIBRARY(nkat, m) {
+TORCH_LIBRARY_FRAGMENT(nkat, m) {
   m.def("filtered_rows(Tensor logits, int k, float p, bool probabilities) -> Tensor");
 }
 
