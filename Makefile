@@ -16,10 +16,13 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip check
 	touch $@
 
-# The real Fashion-MNIST, offline, from Debian's package (the default job's data).
+# The real Fashion-MNIST, offline, from Debian's package (the default job's data), and a C++
+# compiler for the CPU kernels (csrc/: filtered attention, RandAugment), built on first use.
 data:
 	@[ -f $(FASHION_MNIST) ] || { $(SUDO) apt-get update -qq && \
 	  $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist; }
+	@command -v c++ >/dev/null || { $(SUDO) apt-get update -qq && \
+	  $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq g++; }
 
 # PostgreSQL, for the test of two sweep workers sharing one study (it skips without it).
 postgres:

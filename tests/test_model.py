@@ -246,3 +246,13 @@ def test_fixed_temperature_follows_loads_and_settings():
     target.set_temperature(2.0)
     assert target.fixed_temperature == pytest.approx(2.0)
     assert float(target.temperature) == pytest.approx(2.0)
+
+
+def test_avg_pooling_feeds_the_head_the_mean_of_the_patch_tokens():
+    model = vit(img_size=28, in_chans=1, patch_size=7, global_pool="avg", **TINY).eval()
+    x = torch.randn(3, 1, 28, 28)
+    with torch.no_grad():
+        tokens = model.forward_features(x)  # (3, 1 class token + 16 patches, dim)
+        # timm normalises after pooling (fc_norm) when it averages
+        torch.testing.assert_close(model(x), model.head(model.fc_norm(tokens[:, 1:].mean(1))))
+        assert not torch.allclose(model(x), model.head(model.fc_norm(tokens[:, 0])))
