@@ -1,8 +1,9 @@
 """The augmentation packs, on whole batches wherever the batch is (the GPU when there is one).
 
 Every random op is drawn per image and applied to the whole batch at once: a crop, flip,
-channel order or affine per image from one tensor op each, RandAugment's ops per image with
-one batched call for all images that drew the same kind of op (``PerImageRandAugment``).
+channel order or affine per image from one tensor op each, RandAugment's ops per image in one
+C++ call on the CPU, elsewhere with one batched call for all images that drew the same kind of
+op (``PerImageRandAugment``).
 Normalisation follows, then Cutout (one square per image, one masked fill for the batch).
 Mixup/CutMix run in the LightningModule, since they mix labels too.
 
@@ -40,8 +41,10 @@ FIXED = {"Identity": None, "Posterize": 4.0, "Solarize": 1.0, "AutoContrast": No
 OPS = [*GEOMETRIC, *BLENDS, *FIXED]
 FULL_MAGNITUDE = torch.tensor([*GEOMETRIC.values(), *[BLEND_MAGNITUDE] * len(BLENDS),
                                *[0.0 if full is None else full for full in FIXED.values()]])
-# each op's kind in csrc/randaugment.cpp (its enum Kind)
-KINDS = torch.tensor([1] * len(GEOMETRIC) + [2, 3, 4, 5] + [0, 6, 7, 8, 9])
+# each op's kind in csrc/randaugment.cpp (its enum Kind); every geometric op is a warp (1)
+KIND = {"Identity": 0, "Brightness": 2, "Color": 3, "Contrast": 4, "Sharpness": 5,
+        "Posterize": 6, "Solarize": 7, "AutoContrast": 8, "Equalize": 9}
+KINDS = torch.tensor([KIND.get(name, 1) for name in OPS])
 KERNEL_SWITCH = "NKAT_CPU_AUGMENT_KERNEL"  # "0": torch's ops on the CPU too
 SOURCE = Path(__file__).with_name("csrc") / "randaugment.cpp"
 
