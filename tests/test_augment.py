@@ -245,3 +245,16 @@ def test_cutout_squares_reach_every_corner_and_stay_inside():
     assert (erased.flatten(1).sum(1) == 81).all()  # never clipped by the border
     places = {(int(e[0].any(1).int().argmax()), int(e[0].any(0).int().argmax())) for e in erased}
     assert places == {(0, 0), (0, 1), (1, 0), (1, 1)}  # every (top, left) that fits occurs
+
+
+def test_randaugment_edge_cases(randaugment_path):
+    images = torch.rand(4, 3, 8, 8)
+    torch.testing.assert_close(PerImageRandAugment(n=0, m=9)(images), images)
+    assert PerImageRandAugment(n=2, m=9)(torch.rand(0, 1, 8, 8)).shape == (0, 1, 8, 8)
+    tiny = PerImageRandAugment(n=3, m=30)(torch.rand(16, 3, 1, 1))  # 1x1 images: no crash
+    assert tiny.shape == (16, 3, 1, 1) and 0 <= float(tiny.min()) <= float(tiny.max()) <= 1
+    strided = images.permute(0, 1, 3, 2)  # not contiguous: copied, never read out of order
+    torch.manual_seed(0)
+    first = PerImageRandAugment(n=2, m=9)(strided)
+    torch.manual_seed(0)
+    torch.testing.assert_close(first, PerImageRandAugment(n=2, m=9)(strided.contiguous()))

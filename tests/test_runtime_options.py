@@ -86,3 +86,12 @@ def test_adamw_is_fused_where_torch_has_the_kernel(device):
     module = NKATLitModule(model, {"lr": 1e-3, "weight_decay": 0.05}).to(device)
     fused = module.build_optimizer().defaults["fused"]
     assert fused is (True if device == "cpu" else None)
+
+
+def test_mixed_precision_with_gradient_clipping_trains(synthetic_root, tmp_path):
+    """Lightning refuses to clip for a fused AdamW under mixed precision: the module then
+    builds the per-tensor one."""
+    cfg = compose_train(["data=mnist", *TINY_MODEL, *FAST, "trainer.precision=bf16-mixed",
+                         "trainer.gradient_clip_val=1.0"], tmp_path, data_root=synthetic_root)
+    results = train(cfg)
+    assert results["global_step"] > 0 and 0.0 <= results["test_acc"] <= 1.0

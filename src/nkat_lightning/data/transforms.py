@@ -129,6 +129,9 @@ class PerImageRandAugment:
         self.thetas = geometric_theta(ops, self.parameters.flatten()).view(len(OPS), 2, 2, 3)
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        images = images.clone(memory_format=torch.contiguous_format)
+        if self.n == 0:
+            return images
         b = len(images)
         draws = [(torch.randint(len(OPS), (b,)), (torch.rand(b) < 0.5).long())
                  for _ in range(self.n)]  # per layer: each image's op, then its sign
@@ -136,7 +139,6 @@ class PerImageRandAugment:
         negative = torch.stack([sign for _, sign in draws], dim=1)
         parameter, theta = self.parameters[drawn, negative], self.thetas[drawn, negative]
         kernel = cpu_kernel() if images.device.type == "cpu" else None
-        images = images.contiguous().clone()
         if kernel is not None and images.dtype == torch.float32:
             kernel(images, KINDS[drawn], parameter, theta)  # every layer in one call
             return images

@@ -209,6 +209,8 @@ void randaugment_(at::Tensor images, const at::Tensor& kinds, const at::Tensor& 
               "randaugment_: images must be a contiguous float32 (N, C, H, W) tensor");
   const int64_t batch = images.size(0), c = images.size(1), h = images.size(2),
                 w = images.size(3);
+  TORCH_CHECK(c == 1 || c == 3, "randaugment_: images must have 1 or 3 channels, got ", c);
+  if (images.numel() == 0) return;
   const auto kind = kinds.to(at::kLong).contiguous();
   const auto param = params.to(at::kFloat).contiguous();
   const auto matrix = theta.to(at::kFloat).contiguous();
