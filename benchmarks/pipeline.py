@@ -6,7 +6,8 @@ DataLoader and the batch transform with the pack's augmentation), (b) the model'
 step alone on a fixed batch (``training_step``, backward, AdamW), (c) the real training loop
 (Lightning fit: loader, augmentation, step, metrics, logging), and the ratio (c)/(b) (the
 median over rounds of each round's (c) over its own (b), with the range of those ratios) against
-its target, >= 0.95; then the augmentation alone per pack, ms per batch.
+its target, >= 0.95; then the augmentation alone per pack, ms per batch, and RandAugment and
+Cutout alone, each both ways (C++ kernel or torch's ops; one masked fill or timm's loop).
 
 Data: synthetic files in each data set's native format (IDX / CIFAR-10 pickles, read by
 torchvision's loaders), since the real CIFAR-10 is not available offline here.
@@ -17,6 +18,7 @@ torchvision's loaders), since the real CIFAR-10 is not available offline here.
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import tempfile
 import time
@@ -29,6 +31,7 @@ from torchvision.datasets import cifar
 from nkat_lightning.config.checks import validate_config
 from nkat_lightning.config.compose import CONFIG_DIR, compose_train_config
 from nkat_lightning.config.instantiate import build
+from nkat_lightning.data import transforms
 from nkat_lightning.data.synthetic import write_all
 from nkat_lightning.training.fit import build_trainer
 from nkat_lightning.training.module import NKATLitModule
@@ -141,6 +144,27 @@ def augmentation_ms(datamodule, images: torch.Tensor) -> tuple[float, float | No
     return ours, (milliseconds(lambda: kornia(floats)) if kornia is not None else None)
 
 
+def kernel_ms(shape: tuple[int, ...]) -> tuple[float, float, float, float]:
+    """ms per batch of ``shape``: RandAugment 2 9 with the C++ kernel and with torch's ops
+    (NaN without a kernel), then Cutout 8 px as one masked fill and as timm's
+    ``RandomErasing``, which loops over the images."""
+    from timm.data.random_erasing import RandomErasing
+
+    images = torch.rand(shape)
+    randaugment = transforms.PerImageRandAugment(2, 9)
+    native = milliseconds(lambda: randaugment(images)) if transforms.cpu_kernel() else math.nan
+    kernel, transforms.cpu_kernel = transforms.cpu_kernel, lambda: None
+    try:
+        torch_ops = milliseconds(lambda: randaugment(images))
+    finally:
+        transforms.cpu_kernel = kernel
+    area = (8 / shape[-1]) ** 2
+    eraser = RandomErasing(probability=1.0, min_area=area, max_area=area, min_aspect=1.0,
+                           mode="const", device="cpu")
+    return (native, torch_ops, milliseconds(lambda: transforms.random_cutout(images, 8)),
+            milliseconds(lambda: eraser(images.clone())))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batches", type=int, default=30)
@@ -190,6 +214,11 @@ def main() -> None:
           f"{args.num_workers}, medians of {args.rounds} interleaved rounds; target (c)/(b) >= "
           f"{TARGET}: met in {len(rows) - len(missed)} of {len(rows)} cases"
           + "".join(f"\n  missed: {label}" for label in missed))
+    for shape in ((128, 1, 28, 28), (128, 3, 32, 32)):
+        native, torch_ops, cutout, erasing = kernel_ms(shape)
+        print(f"{tuple(shape)}: RandAugment 2 9 {native:.2f} ms (C++ kernel), {torch_ops:.2f} ms "
+              f"(torch's ops); Cutout 8 px {cutout:.2f} ms (masked fill), {erasing:.2f} ms "
+              "(timm's RandomErasing)")
 
 
 if __name__ == "__main__":

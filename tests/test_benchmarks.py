@@ -65,5 +65,7 @@ def test_pipeline_prints_the_loop_ratio_for_every_data_set_and_pack():
         (data, pack) for data in pipeline.DATA_SETS for pack in pipeline.PACKS}
     assert all((float(ratio) >= pipeline.TARGET) == (verdict == "OK")
                for *_, ratio, verdict in rows)
+    assert len(re.findall(r"RandAugment 2 9 \d+\.\d+ ms \(C\+\+ kernel\), \d+\.\d+ ms .* Cutout 8 px "
+                          r"\d+\.\d+ ms \(masked fill\)", out)) == 2  # 28 px grey, 32 px RGB
     met = re.search(r"met in (\d+) of (\d+) cases", out)
     assert met and int(met[2]) == len(rows) == len(pipeline.DATA_SETS) * len(pipeline.PACKS)
