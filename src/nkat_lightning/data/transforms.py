@@ -208,7 +208,8 @@ def random_affine(images: torch.Tensor, degrees: float, translate: float) -> tor
 def random_cutout(images: torch.Tensor, size: int) -> torch.Tensor:
     """One ``size`` x ``size`` square per image, at a random place inside it, set to 0 (the
     mean, after normalisation): timm's ``RandomErasing`` at a fixed square area, whose loop over
-    the images cost 3-5 ms per batch of 128 on the CPU where this one masked fill costs 0.1."""
+    the images cost about 3 ms per batch of 128 on the CPU where this one masked fill costs
+    0.3-0.5 (``benchmarks/pipeline.py`` prints both)."""
     b, _, h, w = images.shape
     device = images.device  # drawn on the CPU, as every op here, then the mask built there
     top = torch.randint(h - size + 1, (b, 1, 1, 1)).to(device)
