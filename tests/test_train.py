@@ -89,3 +89,20 @@ def test_logged_metrics_list_is_what_a_run_logs(tiny_run):
     from nkat_lightning.config.checks import LOGGED_METRICS
     logged = {k for k in tiny_run[1]["metrics"] if not k.startswith("lr-")}
     assert logged == set(LOGGED_METRICS)
+
+
+def test_step_loss_reaches_the_csv_at_every_logging_step(synthetic_root, tmp_path):
+    """The step loss is logged only on the steps the loggers write: every
+    trainer.log_every_n_steps-th step; the epoch figures once per epoch."""
+    import csv
+    cfg = compose_train([*OVERRIDES, "trainer.limit_train_batches=5", "trainer.log_every_n_steps=2",
+                         "test_after_fit=false"], tmp_path, data_root=synthetic_root)
+    results = train(cfg)
+    with open(Path(cfg.paths.output_dir) / "csv" / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    step_rows = [int(r["step"]) for r in rows if r["train/loss_step"]]
+    assert step_rows == [1, 3, 5, 7, 9]  # 10 steps: Lightning writes after steps 2, 4, ... 10
+    epoch_rows = [int(r["epoch"]) for r in rows if r["train/loss_epoch"]]
+    assert epoch_rows == [0, 1] and [int(r["epoch"]) for r in rows if r["train/acc"]] == [0, 1]
+    assert results["metrics"]["train/loss"] == pytest.approx(float(
+        [r for r in rows if r["train/loss_epoch"]][-1]["train/loss_epoch"]))

@@ -115,11 +115,30 @@ class NKATLitModule(L.LightningModule):
                 f"the training loss became {float(loss.detach())} at step {self.global_step} (epoch "
                 f"{self.current_epoch}); the run stopped and kept its last good checkpoint. "
                 "Lower optim.lr, or clip gradients (trainer.gradient_clip_val=1.0)")
-        self.train_loss(loss)
-        self.train_acc.update(logits, y)  # logged per epoch only: no batch value to compute
-        self.log("train/loss", self.train_loss, on_step=True, on_epoch=True, prog_bar=True)
-        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True)
+        self.train_loss.update(loss.detach())
+        self.train_acc.update(logits.detach(), y)
+        # Lightning's self.log costs about 0.5-1 ms a call on the CPU (its result collection
+        # moves and checks the value every step); the step loss is logged only on the steps the
+        # loggers write (trainer.log_every_n_steps) and on each epoch's last, the epoch figures
+        # once in on_train_epoch_end.
+        if self.loggers_write_this_step():
+            self.log("train/loss_step", loss.detach(), on_step=True, on_epoch=False, prog_bar=True)
         return loss
+
+    def loggers_write_this_step(self) -> bool:
+        trainer = self._trainer  # None outside a Trainer (benchmarks/pipeline.py's bare step)
+        return trainer is not None and (trainer._logger_connector.should_update_logs
+                                        or trainer.is_last_batch or bool(trainer.fast_dev_run))
+
+    def on_train_epoch_end(self) -> None:
+        if not self.train_loss.update_called:  # no training batch this epoch
+            return
+        loss, acc = self.train_loss.compute(), self.train_acc.compute()  # reduced over processes
+        self.log("train/loss_epoch", loss, prog_bar=True)
+        self.log("train/loss", loss, logger=False)  # Lightning's name for it: a callback metric
+        self.log("train/acc", acc)
+        self.train_loss.reset()
+        self.train_acc.reset()
 
     def _eval_step(self, batch, loss_metric: MeanMetric, acc_metric: MulticlassAccuracy, stage: str):
         x, y = batch
