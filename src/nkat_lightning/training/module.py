@@ -134,9 +134,10 @@ class NKATLitModule(L.LightningModule):
         if not self.train_loss.update_called:  # no training batch this epoch
             return
         loss, acc = self.train_loss.compute(), self.train_acc.compute()  # reduced over processes
-        self.log("train/loss_epoch", loss, prog_bar=True)
-        self.log("train/loss", loss, logger=False)  # Lightning's name for it: a callback metric
-        self.log("train/acc", acc)
+        # sync_dist: a mean of equal values, said so that Lightning does not warn under DDP
+        self.log("train/loss_epoch", loss, prog_bar=True, sync_dist=True)
+        self.log("train/loss", loss, logger=False, sync_dist=True)  # Lightning's callback name
+        self.log("train/acc", acc, sync_dist=True)
         self.train_loss.reset()
         self.train_acc.reset()
 
