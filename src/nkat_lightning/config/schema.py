@@ -33,6 +33,7 @@ STEM_LAYERS: dict[str, list[tuple[int, int]]] = {
     "tiny": [(32, 2), (64, 2)],
     "small": [(64, 2), (128, 2), (128, 1)],
     "deep": [(32, 2), (64, 2), (128, 2)],  # 8x smaller map: 16 tokens on 28 and 32 px
+    "deep_full": [(16, 1), (32, 2), (64, 2), (128, 2)],  # deep after a full-resolution conv
 }
 FILTER_MODES = ("always", "train")
 EMNIST_SPLITS = {"byclass": 62, "bymerge": 47, "balanced": 47, "letters": 26, "digits": 10,
@@ -215,7 +216,8 @@ class EmbedConfig(ModelPart):
     def check_across_fields(self) -> None:
         if self.stem_width is not None and self.conv_stem == "off":
             self.fail("stem_width", self.stem_width,
-                      "set model.conv_stem=tiny, small or deep with it, or drop model.stem_width",
+                      "set model.conv_stem=tiny, small, deep or deep_full with it, or drop "
+                      "model.stem_width",
                       "needs a conv stem")
         side = stem_output_size(self.img_size, self.conv_stem)
         if side % self.patch_size:
