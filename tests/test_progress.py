@@ -1,5 +1,5 @@
-"""The default callbacks' progress bar updates every refresh_rate training batches and at each
-epoch's last, not at every batch."""
+"""The default callbacks' progress bar updates every every_n_batches training batches and at
+each epoch's last, not at every batch."""
 
 from lightning.pytorch.callbacks import RichProgressBar
 
@@ -8,7 +8,7 @@ from nkat_lightning.training.fit import train
 from nkat_lightning.training.progress import ThrottledRichProgressBar
 
 
-def test_default_progress_bar_updates_every_refresh_rate_batches(synthetic_root, tmp_path,
+def test_default_progress_bar_updates_every_n_batches(synthetic_root, tmp_path,
                                                                   monkeypatch):
     updates = []
     update = RichProgressBar.on_train_batch_end
@@ -19,7 +19,7 @@ def test_default_progress_bar_updates_every_refresh_rate_batches(synthetic_root,
 
     monkeypatch.setattr(RichProgressBar, "on_train_batch_end", record)
     cfg = compose_train(["data=mnist", *TINY_MODEL, *FAST, "callbacks=default",
-                         "trainer.enable_progress_bar=true", "callbacks.progress_bar.refresh_rate=3",
+                         "trainer.enable_progress_bar=true", "callbacks.progress_bar.every_n_batches=3",
                          "trainer.max_epochs=2", "trainer.limit_train_batches=7",
                          "test_after_fit=false"], tmp_path, data_root=synthetic_root)
     assert cfg.callbacks.progress_bar._target_.endswith(ThrottledRichProgressBar.__name__)

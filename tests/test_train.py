@@ -106,3 +106,18 @@ def test_step_loss_reaches_the_csv_at_every_logging_step(synthetic_root, tmp_pat
     assert epoch_rows == [0, 1] and [int(r["epoch"]) for r in rows if r["train/acc"]] == [0, 1]
     assert results["metrics"]["train/loss"] == pytest.approx(float(
         [r for r in rows if r["train/loss_epoch"]][-1]["train/loss_epoch"]))
+
+
+def test_a_finished_run_of_other_settings_is_not_taken_for_this_one(tiny_run, tmp_path):
+    """A command whose folder holds a finished run trained with other settings (a default
+    changed since) stops with one line naming the changes; the same settings get the stored
+    results back."""
+    from nkat_lightning.training.results import OtherRunError
+    cfg, results = tiny_run
+    run_dir = Path(cfg.paths.output_dir)
+    changed = compose_train([*OVERRIDES, "model.depth=3", "optim.lr=0.01"], tmp_path,
+                            data_root=Path(cfg.paths.data_dir))
+    changed.paths.output_dir = str(run_dir)
+    with pytest.raises(OtherRunError, match=r"model\.depth: 2 -> 3; optim\.lr: .* -> 0\.01"):
+        train(changed)
+    assert train(cfg) == results

@@ -18,10 +18,13 @@ from nkat_lightning.config.schema import (
 )
 from nkat_lightning.errors import ConfigError, describe
 
-#: What a run logs, for ``optimized_metric`` (train/loss also as _step and _epoch).
+#: What a run logs (train/loss: the epoch mean, as Lightning names it for callbacks).
 LOGGED_METRICS = ("train/loss", "train/loss_step", "train/loss_epoch", "train/acc", "val/loss",
                   "val/acc", "val/acc_best", "val/tpe", "val/tpe_best", "test/loss", "test/acc",
                   "test/tpe", "model/params", "model/lambda")
+#: What ``optimized_metric`` may name: validation figures, and the model's size for a
+#: multi-objective search.
+SELECTABLE_METRICS = tuple(name for name in LOGGED_METRICS if name.startswith(("val/", "model/")))
 SELECTION_ON_VALIDATION = ("selection reads validation metrics only (e.g. val/acc_best, "
                            "val_acc_best); test metrics are reported beside them")
 
@@ -66,9 +69,9 @@ def check_selection(resolved: dict) -> None:
     for name in [metric] if isinstance(metric, str) else metric or []:
         if name not in LOGGED_METRICS:
             raise ConfigError(f"optimized_metric: {name!r} is not a logged metric; give one "
-                              f"of {', '.join(LOGGED_METRICS)}")
-        if name.startswith("test"):
-            raise ConfigError(f"optimized_metric: {name!r} is a test metric; "
+                              f"of {', '.join(SELECTABLE_METRICS)}")
+        if name not in SELECTABLE_METRICS:  # a test or a training figure
+            raise ConfigError(f"optimized_metric: {name!r} is a {name.split('/')[0]} metric; "
                               f"{SELECTION_ON_VALIDATION}")
     gate_metric = str((resolved.get("gate") or {}).get("metric"))
     if gate_metric.startswith("test"):

@@ -32,6 +32,7 @@ from nkat_lightning.training.module import NKATLitModule
 from nkat_lightning.training.pruning import PruneOnValidation, SweepTrial
 from nkat_lightning.training.results import (
     RESULTS_FILE,
+    check_same_run,
     print_results,
     save_resolved_config,
     write_json,
@@ -148,6 +149,7 @@ def fit_and_test(cfg: DictConfig, resolved: dict, run_dir: Path, trial: SweepTri
     if resolved["resume"] == "auto" and results_path.is_file():
         results = json.loads(results_path.read_text())
         if not results.get("pruned"):  # a pruned run resumes like an interrupted one
+            check_same_run(run_dir, resolved)
             rank_zero_info(f"This run already finished: {results_path} (resume=never trains again).")
             return results
     if resolved["seed"] is not None:
