@@ -34,4 +34,17 @@ def test_bad_input_stops_before_work_with_one_line(overrides, message, monkeypat
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
     assert message in next(line for line in err.splitlines() if line.strip())
-    assert not (run_dir / "checkpoints").exists() and not (tmp_path / "no-data").exists()
+    assert not run_dir.exists() and not (tmp_path / "no-data").exists()  # no empty run folder
+
+
+def test_only_a_folder_holding_nothing_but_hydras_files_is_removed(tmp_path):
+    from nkat_lightning.training.fit import remove_if_empty_run_folder
+    empty, kept = tmp_path / "empty", tmp_path / "kept"
+    for folder in (empty, kept):
+        (folder / ".hydra").mkdir(parents=True)
+        (folder / ".hydra" / "config.yaml").write_text("a: 1\n")
+        (folder / "train.log").write_text("started\n")
+    (kept / "notes.txt").write_text("the user's own file\n")
+    remove_if_empty_run_folder(empty)
+    remove_if_empty_run_folder(kept)
+    assert not empty.exists() and (kept / "notes.txt").is_file() and (kept / ".hydra").is_dir()

@@ -18,7 +18,7 @@ from omegaconf import DictConfig
 
 from nkat_lightning.config.checks import validate_config
 from nkat_lightning.config.instantiate import build, instantiate_all
-from nkat_lightning.errors import ConfigError
+from nkat_lightning.errors import ConfigError, UserError
 from nkat_lightning.training.checkpointing import (
     INTERRUPTED,
     AtomicCheckpointIO,
@@ -37,7 +37,7 @@ from nkat_lightning.training.results import (
     save_resolved_config,
     write_json,
 )
-from nkat_lightning.training.run_lock import run_folder_lock
+from nkat_lightning.training.run_lock import LOCK_FILE, RunFolderInUse, run_folder_lock
 
 log = logging.getLogger(__name__)  # Hydra writes it to <run folder>/train.log
 SUMMARY_KEYS = ["data", "params", "lambda", "val_acc_best", "test_acc", "test_tpe", "epochs",
@@ -125,10 +125,28 @@ def train(cfg: DictConfig, trial: SweepTrial | None = None, step_offset: int = 0
     ``trial`` of a pruning sweep, ``optimized_metric`` is reported to it after every epoch
     (at step ``step_offset + epoch``); a pruned run stops there, is not tested, and its results
     say ``pruned``. The run folder is held for this process (global rank zero) meanwhile."""
-    resolved = validate_config(cfg)
-    run_dir = Path(resolved["paths"]["output_dir"])
-    with run_folder_lock(run_dir) if rank_zero_only.rank == 0 else contextlib.nullcontext():
-        return fit_and_test(cfg, resolved, run_dir, trial, step_offset)
+    try:
+        resolved = validate_config(cfg)
+        run_dir = Path(resolved["paths"]["output_dir"])
+        with run_folder_lock(run_dir) if rank_zero_only.rank == 0 else contextlib.nullcontext():
+            return fit_and_test(cfg, resolved, run_dir, trial, step_offset)
+    except RunFolderInUse:  # the folder is another live run's
+        raise
+    except UserError:
+        if rank_zero_only.rank == 0:
+            remove_if_empty_run_folder(Path(cfg.paths.output_dir))
+        raise
+
+
+def remove_if_empty_run_folder(run_dir: Path) -> None:
+    """Remove ``run_dir`` where it holds only what Hydra and the lock put there before the run
+    stopped (``.hydra/``, ``*.log``, the lock file): a config or data mistake leaves no empty
+    run folder. A folder with anything else in it is left as it is."""
+    if not run_dir.is_dir():
+        return
+    if all(entry.name in (".hydra", LOCK_FILE) or (entry.is_file() and entry.suffix == ".log")
+           for entry in run_dir.iterdir()):
+        shutil.rmtree(run_dir, ignore_errors=True)
 
 
 def build_trainer(cfg: DictConfig, resolved: dict, extra_callbacks: list, **settings) -> L.Trainer:
