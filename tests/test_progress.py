@@ -8,8 +8,7 @@ from nkat_lightning.training.fit import train
 from nkat_lightning.training.progress import ThrottledRichProgressBar
 
 
-def test_default_progress_bar_updates_every_n_batches(synthetic_root, tmp_path,
-                                                                  monkeypatch):
+def test_default_progress_bar_updates_every_n_batches(synthetic_root, tmp_path, monkeypatch):
     updates = []
     update = RichProgressBar.on_train_batch_end
 

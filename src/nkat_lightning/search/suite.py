@@ -25,6 +25,7 @@ from nkat_lightning.search.wandb_scoreboard import log_scoreboard
 from nkat_lightning.training.fit import train
 from nkat_lightning.training.loggers import SUITE_GROUP_PREFIX
 from nkat_lightning.training.pruning import SweepTrial
+from nkat_lightning.training.results import CONFIG_FILE
 
 DATA_SETS = ["mnist", "fashion_mnist", "emnist", "cifar10"]
 
@@ -73,7 +74,7 @@ def run_wandb_settings(runs: dict) -> dict | None:
     """The W&B project and offline choice of the suite's runs (from a finished run's saved
     config), or None when they did not log to W&B."""
     for run in runs.values():
-        config = Path(run.get("run_dir") or "") / "config.yaml"
+        config = Path(run.get("run_dir") or "") / CONFIG_FILE
         if run["status"] == "ok" and config.is_file():
             wandb = (OmegaConf.load(config).get("logger") or {}).get("wandb")
             return None if wandb is None else {"project": wandb.get("project"),

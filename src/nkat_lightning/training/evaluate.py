@@ -12,7 +12,7 @@ from nkat_lightning.config.instantiate import build
 from nkat_lightning.errors import UserError
 from nkat_lightning.training.metrics import tpe
 from nkat_lightning.training.module import NKATLitModule
-from nkat_lightning.training.results import RESULTS_FILE, print_results, write_json
+from nkat_lightning.training.results import CONFIG_FILE, RESULTS_FILE, print_results, write_json
 
 EVAL_KEYS = ["data", "split", "params", "lambda", "acc", "loss", "tpe", "checkpoint"]
 
@@ -43,8 +43,8 @@ def load_run(target: Path, overrides: list[str]):
         raise UserError(f"{target} does not exist; give a run folder or a .ckpt file")
     ckpt = find_checkpoint(target) if target.is_dir() else target
     run_dir = target if target.is_dir() else ckpt.parent.parent
-    if (run_dir / "config.yaml").is_file():
-        cfg = OmegaConf.load(run_dir / "config.yaml")
+    if (run_dir / CONFIG_FILE).is_file():
+        cfg = OmegaConf.load(run_dir / CONFIG_FILE)
     else:  # a checkpoint on its own carries the model, optim and data config
         cfg = OmegaConf.create(NKATLitModule.hparams_from_checkpoint(ckpt))
     if "trainer" not in cfg:  # a checkpoint on its own: the default trainer, writing nothing

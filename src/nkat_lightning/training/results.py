@@ -13,6 +13,7 @@ from rich.table import Table
 from nkat_lightning.errors import UserError
 
 RESULTS_FILE = "results.json"
+CONFIG_FILE = "config.yaml"  # the resolved config a run trained with
 #: The settings that say what a run trains, not how it runs: a finished run in a command's folder
 #: with other values of these (a default changed since) is another run.
 DEFINING_SETTINGS = ("model", "aug", "optim", "seed", "data.name", "trainer.max_epochs")
@@ -33,7 +34,7 @@ def dotted(tree, prefix: str = "") -> dict:
 def check_same_run(run_dir: Path, resolved: dict) -> None:
     """Raise one line where ``run_dir``'s stored config differs from ``resolved`` in a
     ``DEFINING_SETTINGS`` value, naming the first few differences."""
-    path = run_dir / "config.yaml"
+    path = run_dir / CONFIG_FILE
     if not path.is_file():
         return
     stored, now = dotted(OmegaConf.to_container(OmegaConf.load(path))), dotted(resolved)
@@ -50,7 +51,7 @@ def check_same_run(run_dir: Path, resolved: dict) -> None:
 
 def save_resolved_config(resolved: dict, run_dir: Path) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(OmegaConf.create(resolved), run_dir / "config.yaml")
+    OmegaConf.save(OmegaConf.create(resolved), run_dir / CONFIG_FILE)
 
 
 def write_json(path: Path, payload: dict) -> None:
