@@ -23,7 +23,7 @@ from nkat_lightning.data.transforms import (
     random_affine,
     random_channel_shuffle,
     random_crop,
-    random_cutout,
+    random_cutout_,
     random_flip,
     warp,
 )
@@ -160,8 +160,9 @@ def replay_draws(seed: int, n: int, batch: int) -> list[tuple[torch.Tensor, torc
 
 
 @pytest.fixture(params=["C++ kernel", "torch ops"])
-def randaugment_path(request, monkeypatch):
-    """Each test of RandAugment runs on the CPU kernel and on torch's ops alike."""
+def cpu_path(request, monkeypatch):
+    """The test runs on the CPU kernels (``csrc/``) and on torch's ops (the reference, and the
+    GPU path) alike."""
     if request.param == "torch ops":
         monkeypatch.setattr(transforms, "cpu_kernel", lambda: None)
     else:
@@ -170,7 +171,7 @@ def randaugment_path(request, monkeypatch):
 
 
 @pytest.mark.parametrize("channels", [1, 3])
-def test_each_image_gets_exactly_its_own_op_as_if_alone(randaugment_path, channels):
+def test_each_image_gets_exactly_its_own_op_as_if_alone(cpu_path, channels):
     """One layer at m = 15: every image equals its drawn op applied to it alone with
     torchvision's functional ops (blends: the op at factor 1 +- 0.45; geometric: the nearest
     warp of that image alone), whichever implementation ran."""
@@ -199,7 +200,7 @@ def test_each_image_gets_exactly_its_own_op_as_if_alone(randaugment_path, channe
     assert seen == set(OPS)
 
 
-def test_randaugment_at_magnitude_zero_leaves_images_whose_ops_need_a_magnitude(randaugment_path):
+def test_randaugment_at_magnitude_zero_leaves_images_whose_ops_need_a_magnitude(cpu_path):
     images = torch.rand(64, 3, 16, 16)
     torch.manual_seed(5)
     out = PerImageRandAugment(n=2, m=0)(images)
@@ -210,7 +211,7 @@ def test_randaugment_at_magnitude_zero_leaves_images_whose_ops_need_a_magnitude(
             torch.testing.assert_close(out[index], images[index])
 
 
-def test_per_image_randaugment_draws_ops_per_image(randaugment_path):
+def test_per_image_randaugment_draws_ops_per_image(cpu_path):
     images = torch.rand(1, 3, 32, 32).repeat(64, 1, 1, 1)
     torch.manual_seed(0)
     out = PerImageRandAugment(n=2, m=9)(images)
@@ -239,15 +240,17 @@ def test_ema_decay_warms_up_then_holds():
     torch.testing.assert_close(averaged[0], torch.full((3,), 0.9))  # 1 - decay 0.1
 
 
-def test_cutout_squares_reach_every_corner_and_stay_inside():
+def test_cutout_squares_reach_every_corner_and_stay_inside(cpu_path):
     images = torch.ones(400, 1, 10, 10)
-    erased = random_cutout(images, 9) == 0
+    erased = random_cutout_(images, 9) == 0
     assert (erased.flatten(1).sum(1) == 81).all()  # never clipped by the border
     places = {(int(e[0].any(1).int().argmax()), int(e[0].any(0).int().argmax())) for e in erased}
     assert places == {(0, 0), (0, 1), (1, 0), (1, 1)}  # every (top, left) that fits occurs
+    whole = random_cutout_(torch.ones(3, 2, 5, 5), 5)  # a square as large as the image
+    assert not whole.any()
 
 
-def test_randaugment_edge_cases(randaugment_path):
+def test_randaugment_edge_cases(cpu_path):
     images = torch.rand(4, 3, 8, 8)
     torch.testing.assert_close(PerImageRandAugment(n=0, m=9)(images), images)
     assert PerImageRandAugment(n=2, m=9)(torch.rand(0, 1, 8, 8)).shape == (0, 1, 8, 8)
@@ -258,3 +261,65 @@ def test_randaugment_edge_cases(randaugment_path):
     first = PerImageRandAugment(n=2, m=9)(strided)
     torch.manual_seed(0)
     torch.testing.assert_close(first, PerImageRandAugment(n=2, m=9)(strided.contiguous()))
+
+
+PACKS = sorted(path.stem for path in (Path(__file__).parents[1] / "conf" / "aug").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("randaugment", ["as the pack sets it", "off"])
+@pytest.mark.parametrize("pack", PACKS)
+@pytest.mark.parametrize(("natural_images", "shape"), [
+    (True, (24, 3, 32, 32)), (True, (24, 1, 28, 28)), (False, (24, 1, 28, 28)),
+    (False, (5, 3, 17, 9))])
+def test_cpu_kernels_give_the_torch_ops_images_for_every_pack(
+        tmp_path, monkeypatch, pack, natural_images, shape, randaugment):
+    """Every pack's training transform, on the CPU kernels and on torch's ops, from one seed:
+    the same images, so the two paths also draw the same random numbers in the same order.
+    Without RandAugment exactly (crop, flip, Cutout) or to float rounding (the bilinear affine);
+    with it, RandAugment's nearest warp may round a half-way pixel the other way (its own tests
+    allow 2 % of pixels)."""
+    assert transforms.cpu_kernel() is not None
+    aug = aug_of(pack, tmp_path, *(["aug.randaugment.n=0"] if randaugment == "off" else []))
+    transform = BatchTransform(aug, mean=(0.4,) * shape[1], std=(0.3,) * shape[1],
+                               natural_images=natural_images)
+    images = torch.randint(0, 256, shape, dtype=torch.uint8)
+    torch.manual_seed(3)
+    kernel = transform(images, train=True)
+    monkeypatch.setattr(transforms, "cpu_kernel", lambda: None)
+    torch.manual_seed(3)
+    reference = transform(images, train=True)
+    close = torch.isclose(kernel, reference, rtol=0, atol=1e-4)
+    if aug["randaugment"]["n"]:
+        assert close.float().mean() > 0.98
+    else:
+        assert close.all()
+        assert torch.equal(kernel, reference) or not natural_images
+
+
+@pytest.mark.parametrize("scale", [0.3, 1.0, 4.0])
+@pytest.mark.parametrize("shift", [0.0, 0.5, 3.0])
+def test_affine_kernel_resamples_as_grid_sample_inside_and_far_outside(scale, shift):
+    """Matrices that shrink, keep or blow up the image and move it partly or wholly out of
+    view: the kernel's zero border and clamped coordinates read 0 wherever grid_sample's zeros
+    padding does."""
+    images = torch.randint(0, 256, (16, 3, 12, 20), dtype=torch.uint8)
+    theta = torch.randn(16, 2, 3) * scale
+    theta[:, :, 2] = (torch.rand(16, 2) * 2 - 1) * shift
+    expected = warp(images.float() / 255, theta)
+    torch.testing.assert_close(transforms.cpu_kernel().affine(images, theta), expected,
+                               rtol=0, atol=2e-5)
+
+
+@pytest.mark.parametrize("padding", [0, 1, 3, 8, 30])
+def test_crop_flip_kernel_equals_the_torch_crop_then_flip(padding):
+    """Paddings up to larger than the image (every crop then lies partly or wholly in the
+    zero border)."""
+    images = torch.randint(0, 256, (40, 2, 7, 9), dtype=torch.uint8)
+    torch.manual_seed(5)
+    floats = transforms.functional.to_dtype(images, torch.float32, scale=True)  # as the loader's
+    expected = random_flip(random_crop(floats, padding), p=0.5)
+    torch.manual_seed(5)
+    top, left = transforms.crop_offsets(len(images), padding)
+    flip = transforms.flip_draws(len(images), 0.5)
+    out = transforms.cpu_kernel().crop_flip(images, top, left, flip, padding)
+    assert torch.equal(out, expected)

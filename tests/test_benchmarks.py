@@ -60,12 +60,13 @@ def test_pipeline_prints_the_loop_ratio_for_every_data_set_and_pack():
 
     out = run_script("pipeline.py", "--batches", "2", "--rounds", "1")
     rows = re.findall(r"^(\w+), aug=(\w+) +\d+ +\d+ +\d+ +(\d\.\d{3}) +\d\.\d{3}-\d\.\d{3} "
-                      r"(OK|BELOW) +\d+\.\d", out, flags=re.MULTILINE)
+                      r"(OK|BELOW) +-?\d+\.\d+ +-?\d+\.\d+ ", out, flags=re.MULTILINE)
     assert {(data, pack) for data, pack, *_ in rows} == {
         (data, pack) for data in pipeline.DATA_SETS for pack in pipeline.PACKS}
     assert all((float(ratio) >= pipeline.TARGET) == (verdict == "OK")
                for *_, ratio, verdict in rows)
     assert len(re.findall(r"RandAugment 2 9 \d+\.\d+ ms \(C\+\+ kernel\), \d+\.\d+ ms .* Cutout 8 px "
-                          r"\d+\.\d+ ms \(masked fill\)", out)) == 2  # 28 px grey, 32 px RGB
+                          r"\d+\.\d+ ms \(C\+\+ kernel\), \d+\.\d+ ms \(torch's masked fill\)",
+                          out)) == 2  # 28 px grey, 32 px RGB
     met = re.search(r"met in (\d+) of (\d+) cases", out)
     assert met and int(met[2]) == len(rows) == len(pipeline.DATA_SETS) * len(pipeline.PACKS)

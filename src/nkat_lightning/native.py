@@ -30,8 +30,9 @@ def simd_flags() -> list[str]:
     return ["-mavx2", "-mfma"] if {"avx2", "fma"} <= set(flags) else []
 
 
-def build_cpu_op(name: str, source: Path, switch: str, fallback: str, what: str):
-    """``torch.ops.nkat.<name>`` built from ``source``; None where the environment variable
+def build_cpu_op(name: str, source: Path | list[Path], switch: str, fallback: str, what: str):
+    """``torch.ops.nkat.<name>`` built from ``source`` (one file or several, one library: the
+    other ops they define are then in ``torch.ops.nkat`` too); None where the environment variable
     ``switch`` is "0", or, with one warning (``fallback``: what runs instead; ``what``: the
     kernel), where it cannot be built. Callers cache the answer."""
     if os.environ.get(switch, "1") == "0":
@@ -44,7 +45,8 @@ def build_cpu_op(name: str, source: Path, switch: str, fallback: str, what: str)
 
         simd = simd_flags()
         load(name=f"nkat_{name}" + "".join("_" + flag.strip("-") for flag in simd),
-             sources=[str(source)], extra_cflags=["-O3", "-fopenmp", *simd],
+             sources=[str(path) for path in (source if isinstance(source, list) else [source])],
+             extra_cflags=["-O3", "-fno-trapping-math", "-fopenmp", *simd],
              is_python_module=False, verbose=False)
         return getattr(torch.ops.nkat, name)
     except Exception as error:  # no compiler, no headers, a read-only cache: all mean "not here"

@@ -46,16 +46,18 @@ KIND = {"Identity": 0, "Brightness": 2, "Color": 3, "Contrast": 4, "Sharpness": 
         "Posterize": 6, "Solarize": 7, "AutoContrast": 8, "Equalize": 9}
 KINDS = torch.tensor([KIND.get(name, 1) for name in OPS])
 KERNEL_SWITCH = "NKAT_CPU_AUGMENT_KERNEL"  # "0": torch's ops on the CPU too
-SOURCE = Path(__file__).with_name("csrc") / "randaugment.cpp"
+SOURCES = [Path(__file__).with_name("csrc") / name for name in ("randaugment.cpp", "spatial.cpp")]
 
 
 @functools.cache
 def cpu_kernel():
-    """``torch.ops.nkat.randaugment_``, built on first use; None (said once) where it cannot be
-    built or ``NKAT_CPU_AUGMENT_KERNEL=0``."""
-    return build_cpu_op("randaugment_", SOURCE, KERNEL_SWITCH,
-                        "RandAugment on the CPU uses torch's slower batched ops",
-                        "C++ RandAugment")
+    """The C++ augmentation ops, ``torch.ops.nkat``'s ``randaugment_``, ``crop_flip``,
+    ``affine`` and ``cutout_``, built on first use; None (said once) where they cannot be built or
+    ``NKAT_CPU_AUGMENT_KERNEL=0``."""
+    built = build_cpu_op("randaugment_", SOURCES, KERNEL_SWITCH,
+                         "augmentation on the CPU uses torch's slower batched ops",
+                         "C++ augmentation kernel")
+    return None if built is None else torch.ops.nkat
 
 
 def posterize(images: torch.Tensor, bits: int) -> torch.Tensor:
@@ -140,7 +142,7 @@ class PerImageRandAugment:
         parameter, theta = self.parameters[drawn, negative], self.thetas[drawn, negative]
         kernel = cpu_kernel() if images.device.type == "cpu" else None
         if kernel is not None and images.dtype == torch.float32:
-            kernel(images, KINDS[drawn], parameter, theta)  # every layer in one call
+            kernel.randaugment_(images, KINDS[drawn], parameter, theta)  # every layer at once
             return images
         for layer in range(self.n):
             self.torch_layer(images, drawn[:, layer], parameter[:, layer], theta[:, layer])
@@ -166,13 +168,32 @@ class PerImageRandAugment:
             images[subset] = result.clamp_(0.0, 1.0)
 
 
+def crop_offsets(b: int, padding: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each image's crop offset (top, left) in its zero-padded copy, (b,) each."""
+    return torch.randint(2 * padding + 1, (b,)), torch.randint(2 * padding + 1, (b,))
+
+
+def flip_draws(b: int, p: float) -> torch.Tensor:
+    """Which images are mirrored, (b,) bool."""
+    return torch.rand(b) < p
+
+
+def affine_theta(b: int, degrees: float, translate: float) -> torch.Tensor:
+    """Each image's rotation about its centre by up to ``degrees`` and shift by up to
+    ``translate`` of its size, uniform: (b, 2, 3) ``affine_grid`` matrices."""
+    angle = torch.deg2rad((torch.rand(b) * 2 - 1) * degrees)
+    shift = (torch.rand(b, 2) * 2 - 1) * translate * 2  # in [-1, 1] coordinates: size = 2
+    cos, sin = angle.cos(), angle.sin()
+    return torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1),
+                        torch.stack([sin, cos, shift[:, 1]], 1)], 1)
+
+
 def random_crop(images: torch.Tensor, padding: int) -> torch.Tensor:
     """A crop of each image's own size at a random offset of the zero-padded image, per image
     (one gather for the batch)."""
     b, c, h, w = images.shape
+    top, left = (offset[:, None, None] for offset in crop_offsets(b, padding))
     padded = F.pad(images, (padding,) * 4).flatten(2)  # (b, c, (h + 2p) * (w + 2p))
-    top = torch.randint(2 * padding + 1, (b, 1, 1))
-    left = torch.randint(2 * padding + 1, (b, 1, 1))
     index = (top + torch.arange(h)[:, None]) * (w + 2 * padding) + left + torch.arange(w)
     index = index.flatten(1)[:, None].expand(b, c, h * w).to(images.device)
     return padded.gather(2, index).view(b, c, h, w)
@@ -180,7 +201,7 @@ def random_crop(images: torch.Tensor, padding: int) -> torch.Tensor:
 
 def random_flip(images: torch.Tensor, p: float) -> torch.Tensor:
     """Each image mirrored left-right with probability ``p``."""
-    flip = (torch.rand(len(images)) < p).to(images.device)[:, None, None, None]
+    flip = flip_draws(len(images), p).to(images.device)[:, None, None, None]
     return torch.where(flip, images.flip(-1), images)
 
 
@@ -196,27 +217,47 @@ def random_channel_shuffle(images: torch.Tensor, p: float) -> torch.Tensor:
 def random_affine(images: torch.Tensor, degrees: float, translate: float) -> torch.Tensor:
     """Each image rotated about its centre by up to ``degrees`` and shifted by up to
     ``translate`` of its size, uniformly at random, bilinear, zeros outside."""
+    return warp(images, affine_theta(len(images), degrees, translate))
+
+
+def to_float_on_cpu_kernel(images: torch.Tensor, ops: list) -> tuple[torch.Tensor, list] | None:
+    """A uint8 CPU batch as floats in [0, 1] with the pack's leading crop and flip, or its
+    affine, done in the same pass by the C++ kernel (``csrc/spatial.cpp``), from the same draws
+    in the same order as the torch ops (so the same images); with the ops still to run. None
+    where the kernel cannot take the batch."""
+    kernel = cpu_kernel() if images.device.type == "cpu" and images.dtype == torch.uint8 else None
+    if kernel is None or images.ndim != 4:
+        return None
+    names = [name for name, _ in ops]
     b = len(images)
-    angle = torch.deg2rad((torch.rand(b) * 2 - 1) * degrees)
-    shift = (torch.rand(b, 2) * 2 - 1) * translate * 2  # in [-1, 1] coordinates: size = 2
-    cos, sin = angle.cos(), angle.sin()
-    theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1),
-                         torch.stack([sin, cos, shift[:, 1]], 1)], 1)
-    return warp(images, theta)
+    if names[:1] == ["affine"]:  # ops[i][1]: the functools.partial of build_augmentation
+        return kernel.affine(images, affine_theta(b, **ops[0][1].keywords)), ops[1:]
+    used = 1 if names[:1] == ["crop"] else 0
+    padding = ops[0][1].keywords["padding"] if used else 0
+    top, left = crop_offsets(b, padding) if used else (torch.zeros(b, dtype=torch.long),) * 2
+    flip = torch.zeros(b, dtype=torch.bool)
+    if names[used:used + 1] == ["flip"]:
+        flip, used = flip_draws(b, ops[used][1].keywords["p"]), used + 1
+    return kernel.crop_flip(images, top, left, flip, padding), ops[used:]
 
 
-def random_cutout(images: torch.Tensor, size: int) -> torch.Tensor:
+def random_cutout_(images: torch.Tensor, size: int) -> torch.Tensor:
     """One ``size`` x ``size`` square per image, at a random place inside it, set to 0 (the
-    mean, after normalisation): timm's ``RandomErasing`` at a fixed square area, whose loop over
-    the images cost about 3 ms per batch of 128 on the CPU where this one masked fill costs
-    0.3-0.5 (``benchmarks/pipeline.py`` prints both)."""
+    mean, after normalisation), in place: timm's ``RandomErasing`` at a fixed square area,
+    whose loop over the images costs about 3 ms per batch of 128 on the CPU, where the C++
+    kernel's fill costs a few hundredths and torch's masked fill (the GPU path) 0.2-0.4
+    (``benchmarks/pipeline.py`` prints them)."""
     b, _, h, w = images.shape
+    top, left = torch.randint(h - size + 1, (b,)), torch.randint(w - size + 1, (b,))
+    kernel = cpu_kernel() if images.device.type == "cpu" else None
+    if kernel is not None and images.dtype == torch.float32 and images.is_contiguous():
+        kernel.cutout_(images, top, left, size)
+        return images
     device = images.device  # drawn on the CPU, as every op here, then the mask built there
-    top = torch.randint(h - size + 1, (b, 1, 1, 1)).to(device)
-    left = torch.randint(w - size + 1, (b, 1, 1, 1)).to(device)
+    top, left = top.to(device)[:, None, None, None], left.to(device)[:, None, None, None]
     rows, cols = torch.arange(h, device=device)[:, None], torch.arange(w, device=device)
     box = (rows >= top) & (rows < top + size) & (cols >= left) & (cols < left + size)
-    return images.masked_fill(box, 0.0)
+    return images.masked_fill_(box, 0.0)
 
 
 def build_augmentation(aug: dict, natural_images: bool, in_chans: int
@@ -258,10 +299,12 @@ class BatchTransform:
         self.augmentation = build_augmentation(aug, natural_images, len(self.mean))
 
     def __call__(self, images: torch.Tensor, train: bool) -> torch.Tensor:
-        x = functional.to_dtype(images, torch.float32, scale=True)
-        for _, op in self.augmentation if train else ():
+        ops = self.augmentation if train else []
+        fused = to_float_on_cpu_kernel(images, ops) if ops else None
+        x, ops = fused or (functional.to_dtype(images, torch.float32, scale=True), ops)
+        for _, op in ops:
             x = op(x)
-        x = functional.normalize(x, self.mean, self.std)
+        x = functional.normalize(x, self.mean, self.std, inplace=x is not images)
         if train and self.cutout:
-            x = random_cutout(x, self.cutout)
+            x = random_cutout_(x, self.cutout)
         return x

@@ -124,42 +124,72 @@ void colour_blend(float* img, int64_t kind, int64_t c, int64_t h, int64_t w, flo
   blend(img, c * hw, degenerate, factor);
 }
 
+// min and max in 16 lanes, so the loop vectorises (std::minmax_element branches per pixel)
+std::pair<float, float> min_max(const float* p, int64_t n) {
+  constexpr int64_t kLanes = 16;
+  std::array<float, kLanes> lo, hi;
+  lo.fill(p[0]);
+  hi.fill(p[0]);
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes) {
+    for (int64_t l = 0; l < kLanes; ++l) {
+      lo[l] = std::min(lo[l], p[i + l]);
+      hi[l] = std::max(hi[l], p[i + l]);
+    }
+  }
+  for (; i < n; ++i) {
+    lo[0] = std::min(lo[0], p[i]);
+    hi[0] = std::max(hi[0], p[i]);
+  }
+  return {*std::min_element(lo.begin(), lo.end()), *std::max_element(hi.begin(), hi.end())};
+}
+
 void autocontrast(float* img, int64_t c, int64_t hw) {
   for (int64_t ch = 0; ch < c; ++ch) {
     float* p = img + ch * hw;
-    const auto [lo, hi] = std::minmax_element(p, p + hw);
-    const float minimum = *lo, maximum = *hi;
+    if (hw == 0) continue;
+    const auto [minimum, maximum] = min_max(p, hw);
     if (maximum == minimum) continue;  // torchvision: offset 0, scale 1
     const float scale = maximum - minimum;
     for (int64_t i = 0; i < hw; ++i) p[i] = clamp01((p[i] - minimum) / scale);
   }
 }
 
-// torchvision's equalize_image on the 8-bit levels (x * 255.999, truncated), PIL's lookup table
+// torchvision's equalize_image on the 8-bit levels (x * 255.999, truncated), PIL's lookup table.
+// The levels first (a vectorised loop), then the histogram in four parts, so that runs of one
+// level do not wait on one counter.
 void equalize(float* img, int64_t c, int64_t hw) {
-  std::vector<uint8_t> levels(hw);
+  std::vector<int32_t> levels(hw);
   for (int64_t ch = 0; ch < c; ++ch) {
     float* p = img + ch * hw;
-    std::array<int64_t, 256> hist{};
-    for (int64_t i = 0; i < hw; ++i) {
-      levels[i] = static_cast<uint8_t>(p[i] * 255.999f);
-      ++hist[levels[i]];
+    for (int64_t i = 0; i < hw; ++i) levels[i] = static_cast<int32_t>(p[i] * 255.999f);
+    std::array<std::array<int32_t, 256>, 4> parts{};
+    int64_t i = 0;
+    for (; i + 4 <= hw; i += 4) {
+      ++parts[0][levels[i]];
+      ++parts[1][levels[i + 1]];
+      ++parts[2][levels[i + 2]];
+      ++parts[3][levels[i + 3]];
     }
+    for (; i < hw; ++i) ++parts[0][levels[i]];
+    std::array<int64_t, 256> hist{};
+    for (int64_t v = 0; v < 256; ++v) hist[v] = parts[0][v] + parts[1][v] + parts[2][v] + parts[3][v];
     int64_t top = 255;
     while (top > 0 && hist[top] == 0) --top;
     const int64_t step = (hw - hist[top]) / 255;
-    std::array<uint8_t, 256> lut{};
-    for (int64_t v = 0; v < 256; ++v) lut[v] = static_cast<uint8_t>(v);
-    if (step > 0) {
-      int64_t cumulative = 0;
-      lut[0] = 0;
-      for (int64_t v = 1; v < 256; ++v) {
-        cumulative += hist[v - 1];
-        lut[v] = static_cast<uint8_t>(std::min<int64_t>((cumulative + step / 2) / step, 255));
-      }
+    if (step <= 0) {  // the identity table
+      const float to_float = static_cast<float>(1.0 / 255.0);
+      for (int64_t k = 0; k < hw; ++k) p[k] = levels[k] * to_float;
+      continue;
     }
-    const float to_float = static_cast<float>(1.0 / 255.0);
-    for (int64_t i = 0; i < hw; ++i) p[i] = lut[levels[i]] * to_float;
+    std::array<float, 256> lut{};
+    int64_t cumulative = 0;
+    for (int64_t v = 1; v < 256; ++v) {
+      cumulative += hist[v - 1];
+      lut[v] = static_cast<float>(std::min<int64_t>((cumulative + step / 2) / step, 255)) *
+               static_cast<float>(1.0 / 255.0);
+    }
+    for (int64_t k = 0; k < hw; ++k) p[k] = lut[levels[k]];
   }
 }
 
