@@ -4,7 +4,8 @@ For every data set (``conf/data``) and every augmentation pack (``conf/aug``), w
 job's model for that data set, prints images/s of (a) the data pipeline alone (the train
 DataLoader and the batch transform with the pack's augmentation), (b) the model's training
 step alone on a fixed batch (``training_step``, backward, AdamW), (c) the real training loop
-(Lightning fit: loader, augmentation, step, metrics, logging), and the ratio (c)/(b) (the
+(Lightning fit: loader, augmentation, step, metrics, logging), (b) and (c) alternating step by
+step in one fit (a bare step after every loop step, timed apart), and the ratio (c)/(b) (the
 median over rounds of each round's (c) over its own (b), with the range of those ratios) against
 its target, >= 0.95; then what each pack adds to the batch transform, ms per batch (with the
 C++ kernels as a run uses them, with torch's ops only, and Kornia's version of its random
@@ -43,24 +44,52 @@ TARGET = 0.95
 WARMUP = 5
 
 
-class StepTimer(Callback):
-    """Wall time of training batches after the first ``WARMUP`` ones."""
+class BareStep:
+    """The model's training step alone on a fixed batch (``training_step``, backward, the run's
+    own AdamW), on a model of its own outside any Trainer."""
 
-    def __init__(self) -> None:
-        self.start = self.end = 0.0
-        self.images = 0
+    def __init__(self, module: NKATLitModule, batch) -> None:
+        self.module, self.batch, self.steps = module, batch, 0
+        self.optimizer = module.build_optimizer()
+        module.train()
+        module.log = lambda *args, **kwargs: None  # outside a Trainer: no logging
+        for _ in range(WARMUP):
+            self()
+
+    def __call__(self) -> float:
+        """One step; its wall time, s."""
+        start = time.perf_counter()
+        with torch.enable_grad():
+            loss = self.module.training_step((self.batch[0].clone(), self.batch[1]), self.steps)
+            self.optimizer.zero_grad()
+            loss.backward()
+            self.optimizer.step()
+        self.steps += 1
+        return time.perf_counter() - start
+
+
+class InterleavedTimer(Callback):
+    """After the first ``WARMUP`` batches: the loop's time per batch, from one batch's start to
+    the next's (loader, transform, step, hooks, logging, progress bar), and after each batch one
+    bare step (``BareStep``), timed apart and left out of the loop's time. Alternating step by
+    step, a slow spell of the machine hits both alike (rounds of whole runs still differed by up
+    to 0.12 in their ratio)."""
+
+    def __init__(self, bare_step: BareStep) -> None:
+        self.bare_step = bare_step
+        self.loop: list[float] = []
+        self.bare: list[float] = []
+        self.last: float | None = None
 
     def on_train_batch_start(self, trainer, module, batch, batch_idx):
-        if batch_idx == WARMUP:
-            self.start = time.perf_counter()
+        now = time.perf_counter()
+        if self.last is not None:
+            self.loop.append(now - self.last - self.bare[-1])
+        self.last = now if batch_idx >= WARMUP else None
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
-        if batch_idx >= WARMUP:
-            self.images += batch[0].shape[0]
-            self.end = time.perf_counter()
-
-    def rate(self) -> float:
-        return self.images / (self.end - self.start)
+        if self.last is not None:
+            self.bare.append(self.bare_step())
 
 
 def pipeline_rate(datamodule, batches: int) -> float:
@@ -74,33 +103,21 @@ def pipeline_rate(datamodule, batches: int) -> float:
     return images / (time.perf_counter() - start)
 
 
-def model_rate(module: NKATLitModule, batch, batches: int) -> float:
-    optimizer = module.build_optimizer()  # the run's own optimizer
-    module.train()
-    module.log = lambda *args, **kwargs: None  # outside a Trainer: no logging
-    for step in range(WARMUP + batches):
-        if step == WARMUP:
-            start = time.perf_counter()
-        x, y = batch[0].clone(), batch[1]
-        loss = module.training_step((x, y), step)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    return batch[0].shape[0] * batches / (time.perf_counter() - start)
-
-
-def loop_rate(overrides: list[str], root: Path, datamodule, batches: int) -> float:
-    """The run's own Trainer (its callbacks, loggers and progress bar), one epoch, no
-    validation, in a new run folder (a run finds its last checkpoint in its folder)."""
+def interleaved_rates(overrides: list[str], root: Path, datamodule, bare_step: BareStep,
+                      batches: int) -> tuple[float, float]:
+    """Images/s of (b) the bare step and (c) the run's own Trainer (its callbacks, loggers and
+    progress bar; one epoch, no validation, in a new run folder, since a run finds its last
+    checkpoint in its folder), ``batches`` of each, alternating (``InterleavedTimer``)."""
     cfg = compose_train_config(overrides, Path(tempfile.mkdtemp(dir=root.parent)), root)
     resolved = validate_config(cfg)
     module = NKATLitModule(resolved["model"], resolved["optim"], aug=resolved["aug"])
-    timer = StepTimer()
+    timer = InterleavedTimer(bare_step)
     trainer = build_trainer(cfg, resolved, [timer], accelerator="cpu", devices=1, max_epochs=1,
-                            limit_train_batches=WARMUP + batches, limit_val_batches=0,
+                            limit_train_batches=WARMUP + batches + 1, limit_val_batches=0,
                             num_sanity_val_steps=0)
     trainer.fit(module, datamodule=datamodule)
-    return timer.rate()
+    images = len(bare_step.batch[0])
+    return images * len(timer.bare) / sum(timer.bare), images * len(timer.loop) / sum(timer.loop)
 
 
 def milliseconds(function, repeats: int = 20) -> float:
@@ -186,8 +203,10 @@ def kernel_ms(shape: tuple[int, ...]) -> tuple[float, ...]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batches", type=int, default=30)
-    parser.add_argument("--num-workers", default="auto")
-    parser.add_argument("--rounds", type=int, default=3, help="(b), (c) pairs; medians")
+    parser.add_argument("--num-workers", default="auto",
+                        help="data.num_workers (auto: 0 on the CPU); workers go on loading "
+                             "during the bare steps, which flatters (c)")
+    parser.add_argument("--rounds", type=int, default=3, help="runs of (b) and (c); medians")
     parser.add_argument("--data", nargs="+", default=DATA_SETS, choices=DATA_SETS)
     parser.add_argument("--packs", nargs="+", default=PACKS, choices=PACKS)
     args = parser.parse_args()
@@ -208,13 +227,12 @@ def main() -> None:
                 datamodule.setup("fit")
                 x, y = next(iter(datamodule.train_dataloader()))
                 batch = (datamodule.to_model_input(x, train=True), y)
-                module = NKATLitModule(resolved["model"], resolved["optim"], aug=resolved["aug"])
+                bare_step = BareStep(NKATLitModule(resolved["model"], resolved["optim"],
+                                                   aug=resolved["aug"]), batch)
                 a = pipeline_rate(datamodule, args.batches)
                 augment = augmentation_ms(datamodule, x)
-                b, c = [], []
-                for _ in range(args.rounds):  # interleaved: a slow spell hits (b) and (c) alike
-                    b.append(model_rate(module, batch, args.batches))
-                    c.append(loop_rate(overrides, root, datamodule, args.batches))
+                b, c = zip(*(interleaved_rates(overrides, root, datamodule, bare_step, args.batches)
+                             for _ in range(args.rounds)), strict=True)
                 ratios = [loop / model for model, loop in zip(b, c, strict=True)]  # paired
                 rows.append((label, a, statistics.median(b), statistics.median(c),
                              statistics.median(ratios), min(ratios), max(ratios), *augment))
