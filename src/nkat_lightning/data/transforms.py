@@ -1,10 +1,13 @@
 """The augmentation packs, on whole batches wherever the batch is (the GPU when there is one).
 
-Every random op is drawn per image and applied to the whole batch at once: a crop, flip,
-channel order or affine per image from one tensor op each, RandAugment's ops per image in one
-C++ call on the CPU, elsewhere with one batched call for all images that drew the same kind of
-op (``PerImageRandAugment``).
-Normalisation follows, then Cutout (one square per image, one masked fill for the batch).
+Every random op is drawn per image and applied to the whole batch at once. On the CPU the C++
+kernels take the batch in one call each, images in parallel: the crop and flip, or the affine,
+straight from the loader's uint8 batch to floats (``csrc/spatial.cpp``), RandAugment's ops
+(``csrc/randaugment.cpp``) and Cutout. Elsewhere (the GPU), or without a compiler, torch's ops
+run from the same draws in the same order: a crop, flip, channel order or affine per image
+from one tensor op each, RandAugment with one batched call for all images that drew the same
+kind of op (``PerImageRandAugment``), Cutout one masked fill. They are the reference the
+kernels are tested against. Normalisation comes after the random ops, then Cutout.
 Mixup/CutMix run in the LightningModule, since they mix labels too.
 
 Why not Kornia's ``kornia.augmentation``, which is made for batched per-sample augmentation:
