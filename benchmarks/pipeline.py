@@ -107,7 +107,8 @@ def interleaved_rates(overrides: list[str], root: Path, datamodule, bare_step: B
                       batches: int) -> tuple[float, float]:
     """Images/s of (b) the bare step and (c) the run's own Trainer (its callbacks, loggers and
     progress bar; one epoch, no validation, in a new run folder, since a run finds its last
-    checkpoint in its folder), ``batches`` of each, alternating (``InterleavedTimer``)."""
+    checkpoint in its folder), alternating (``InterleavedTimer``): ``batches`` loop steps, and
+    a bare step after each (one more after the last, whose loop time no next batch closes)."""
     cfg = compose_train_config(overrides, Path(tempfile.mkdtemp(dir=root.parent)), root)
     resolved = validate_config(cfg)
     module = NKATLitModule(resolved["model"], resolved["optim"], aug=resolved["aug"])
@@ -200,13 +201,20 @@ def kernel_ms(shape: tuple[int, ...]) -> tuple[float, ...]:
             milliseconds(lambda: eraser(images.clone())))
 
 
+def positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 1")
+    return int(text)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batches", type=int, default=30)
+    parser.add_argument("--batches", type=positive, default=30, help="timed steps per round")
     parser.add_argument("--num-workers", default="auto",
                         help="data.num_workers (auto: 0 on the CPU); workers go on loading "
                              "during the bare steps, which flatters (c)")
-    parser.add_argument("--rounds", type=int, default=3, help="runs of (b) and (c); medians")
+    parser.add_argument("--rounds", type=positive, default=3,
+                        help="runs of (b) and (c); medians")
     parser.add_argument("--data", nargs="+", default=DATA_SETS, choices=DATA_SETS)
     parser.add_argument("--packs", nargs="+", default=PACKS, choices=PACKS)
     args = parser.parse_args()

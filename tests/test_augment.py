@@ -266,25 +266,48 @@ def test_randaugment_edge_cases(cpu_path):
 PACKS = sorted(path.stem for path in (Path(__file__).parents[1] / "conf" / "aug").glob("*.yaml"))
 
 
-@pytest.mark.parametrize("randaugment", ["as the pack sets it", "off"])
-@pytest.mark.parametrize("pack", PACKS)
+# every pack as it is and without RandAugment, and the op combinations no pack makes alone
+PACK_VARIANTS = [(pack, extra) for pack in PACKS for extra in ([], ["aug.randaugment.n=0"])] + [
+    ("strong", ["aug.channel_shuffle=0.5"]), ("basic", ["aug.channel_shuffle=0.5"]),
+    ("basic", ["aug.hflip=0"]), ("basic", ["aug.crop_padding=0"]),
+    ("none", ["aug.randaugment.n=2"]), ("none", ["aug.cutout=4"])]
+
+
+class CountingKernels:
+    """The C++ ops, counting which of them run."""
+
+    def __init__(self) -> None:
+        self.kernels, self.calls = transforms.cpu_kernel(), []
+
+    def __getattr__(self, name):
+        op = getattr(self.kernels, name)
+        return lambda *args: (self.calls.append(name), op(*args))[1]
+
+
+@pytest.mark.parametrize(("pack", "extra"), PACK_VARIANTS)
 @pytest.mark.parametrize(("natural_images", "shape"), [
     (True, (24, 3, 32, 32)), (True, (24, 1, 28, 28)), (False, (24, 1, 28, 28)),
     (False, (5, 3, 17, 9))])
 def test_cpu_kernels_give_the_torch_ops_images_for_every_pack(
-        tmp_path, monkeypatch, pack, natural_images, shape, randaugment):
+        tmp_path, monkeypatch, pack, extra, natural_images, shape):
     """Every pack's training transform, on the CPU kernels and on torch's ops, from one seed:
     the same images, so the two paths also draw the same random numbers in the same order.
     Without RandAugment exactly (crop, flip, Cutout) or to float rounding (the bilinear affine);
     with it, RandAugment's nearest warp may round a half-way pixel the other way (its own tests
-    allow 2 % of pixels)."""
-    assert transforms.cpu_kernel() is not None
-    aug = aug_of(pack, tmp_path, *(["aug.randaugment.n=0"] if randaugment == "off" else []))
+    allow 2 % of pixels), so the variants without it are the exact check."""
+    aug = aug_of(pack, tmp_path, *extra)
     transform = BatchTransform(aug, mean=(0.4,) * shape[1], std=(0.3,) * shape[1],
                                natural_images=natural_images)
     images = torch.randint(0, 256, shape, dtype=torch.uint8)
+    counting = CountingKernels()
+    monkeypatch.setattr(transforms, "cpu_kernel", lambda: counting)
     torch.manual_seed(3)
     kernel = transform(images, train=True)
+    spatial = "affine" if transform.augmentation[:1] and transform.augmentation[0][0] == "affine" \
+        else "crop_flip"
+    expected = ([spatial] if transform.augmentation else []) + (
+        ["randaugment_"] if aug["randaugment"]["n"] else []) + (["cutout_"] if aug["cutout"] else [])
+    assert counting.calls == expected  # the kernels did run
     monkeypatch.setattr(transforms, "cpu_kernel", lambda: None)
     torch.manual_seed(3)
     reference = transform(images, train=True)
@@ -323,3 +346,48 @@ def test_crop_flip_kernel_equals_the_torch_crop_then_flip(padding):
     flip = transforms.flip_draws(len(images), 0.5)
     out = transforms.cpu_kernel().crop_flip(images, top, left, flip, padding)
     assert torch.equal(out, expected)
+
+
+def test_spatial_kernels_take_empty_tiny_strided_and_float64_input():
+    kernels = transforms.cpu_kernel()
+    none = torch.zeros(0, 3, 8, 8, dtype=torch.uint8)
+    empty = torch.zeros(0, dtype=torch.long)
+    assert kernels.crop_flip(none, empty, empty, empty.bool(), 2).shape == (0, 3, 8, 8)
+    assert kernels.affine(none, torch.zeros(0, 2, 3)).shape == (0, 3, 8, 8)
+    tiny = torch.randint(0, 256, (4, 1, 1, 1), dtype=torch.uint8)
+    theta = torch.randn(4, 2, 3, dtype=torch.float64)
+    torch.testing.assert_close(kernels.affine(tiny, theta), warp(tiny.float() / 255, theta.float()),
+                               rtol=0, atol=2e-5)
+    strided = torch.randint(0, 256, (6, 8, 8, 3), dtype=torch.uint8).permute(0, 3, 1, 2)
+    top, flip = torch.tensor([0, 1, 2, 3, 4, 0]), torch.tensor([True, False] * 3)
+    assert torch.equal(kernels.crop_flip(strided, top, top.flip(0), flip, 2),
+                       kernels.crop_flip(strided.contiguous(), top, top.flip(0), flip, 2))
+
+
+def test_spatial_kernels_refuse_or_zero_what_they_cannot_resample():
+    kernels = transforms.cpu_kernel()
+    images = torch.randint(1, 256, (3, 2, 6, 6), dtype=torch.uint8)
+    theta = torch.tensor([[1.0, 0, 0], [0, 1, 0]]).repeat(3, 1, 1)
+    theta[0, 0, 0], theta[1, 1, 2], theta[2, 0, 1] = float("nan"), float("inf"), -float("inf")
+    out = kernels.affine(images, theta)
+    assert torch.isfinite(out).all() and not out[0].any()  # NaN coordinates read the zero border
+    with pytest.raises(RuntimeError, match=r"theta must be \(N, 2, 3\)"):
+        kernels.affine(images, torch.zeros(3, 3, 2))
+    top = torch.tensor([0, 5, 0])
+    with pytest.raises(RuntimeError, match=r"top and left must lie in \[0, 2 \* padding\]"):
+        kernels.crop_flip(images, top, torch.zeros(3, dtype=torch.long), torch.zeros(3).bool(), 2)
+    with pytest.raises(RuntimeError, match="the square must lie inside the image"):
+        kernels.cutout_(images.float(), torch.tensor([0, 0, 4]), torch.zeros(3, dtype=torch.long), 3)
+
+
+def test_equalize_kernel_takes_values_outside_0_1_as_the_end_levels():
+    """Values outside [0, 1] (the packs never make them) count as 0 or 1 (a NaN as 0), so every
+    level indexes the histogram."""
+    images = torch.rand(1, 1, 8, 8) * 2 - 0.5
+    images[0, 0, 0, :2] = torch.tensor([float("nan"), 3.0])
+    clamped = images.nan_to_num(0.0).clamp(0, 1)
+    equalize = torch.full((1, 1), transforms.KIND["Equalize"])
+    for batch in (images, clamped):
+        transforms.cpu_kernel().randaugment_(batch, equalize, torch.zeros(1, 1),
+                                             torch.zeros(1, 1, 2, 3))
+    assert torch.equal(images, clamped)

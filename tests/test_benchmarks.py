@@ -70,3 +70,25 @@ def test_pipeline_prints_the_loop_ratio_for_every_data_set_and_pack():
                           out)) == 2  # 28 px grey, 32 px RGB
     met = re.search(r"met in (\d+) of (\d+) cases", out)
     assert met and int(met[2]) == len(rows) == len(pipeline.DATA_SETS) * len(pipeline.PACKS)
+
+
+def test_interleaved_timer_leaves_out_warmup_and_the_bare_steps(monkeypatch):
+    """Lightning's hook order, faked on a clock: the loop's time per batch runs from one batch
+    start to the next, less the bare step run after the batch; the warm-up batches count
+    neither."""
+    import pipeline
+
+    clock = [0.0]
+    monkeypatch.setattr(pipeline.time, "perf_counter", lambda: clock[0])
+
+    def bare_step():
+        clock[0] += 0.25
+        return 0.25
+
+    timer = pipeline.InterleavedTimer(bare_step)
+    for batch_idx in range(pipeline.WARMUP + 4):
+        clock[0] += 0.5  # loader and transform
+        timer.on_train_batch_start(None, None, None, batch_idx)
+        clock[0] += 1.0  # the loop's step and hooks
+        timer.on_train_batch_end(None, None, None, None, batch_idx)
+    assert timer.loop == [1.5] * 3 and timer.bare == [0.25] * 4

@@ -59,7 +59,8 @@ def cpu_kernel():
     ``NKAT_CPU_AUGMENT_KERNEL=0``."""
     built = build_cpu_op("randaugment_", SOURCES, KERNEL_SWITCH,
                          "augmentation on the CPU uses torch's slower batched ops",
-                         "C++ augmentation kernel")
+                         "C++ augmentation kernel",
+                         flags=("-fno-trapping-math",))  # so that floor vectorises
     return None if built is None else torch.ops.nkat
 
 

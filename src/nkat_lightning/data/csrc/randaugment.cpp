@@ -162,7 +162,9 @@ void equalize(float* img, int64_t c, int64_t hw) {
   std::vector<int32_t> levels(hw);
   for (int64_t ch = 0; ch < c; ++ch) {
     float* p = img + ch * hw;
-    for (int64_t i = 0; i < hw; ++i) levels[i] = static_cast<int32_t>(p[i] * 255.999f);
+    for (int64_t i = 0; i < hw; ++i) {  // clamped (a NaN to 0), so every level indexes a count
+      levels[i] = static_cast<int32_t>(std::min(std::max(0.0f, p[i] * 255.999f), 255.0f));
+    }
     std::array<std::array<int32_t, 256>, 4> parts{};
     int64_t i = 0;
     for (; i + 4 <= hw; i += 4) {

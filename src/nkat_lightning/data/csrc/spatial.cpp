@@ -52,10 +52,12 @@ at::Tensor crop_flip(const at::Tensor& images, const at::Tensor& top, const at::
   const int64_t* lp = l.data_ptr<int64_t>();
   const bool* fp = f.data_ptr<bool>();
   float* dst = out.data_ptr<float>();
+  for (int64_t n = 0; n < batch; ++n) {
+    TORCH_CHECK(tp[n] >= 0 && tp[n] <= 2 * padding && lp[n] >= 0 && lp[n] <= 2 * padding,
+                "crop_flip: top and left must lie in [0, 2 * padding]");
+  }
   at::parallel_for(0, batch, 16, [&](int64_t begin, int64_t end) {
     for (int64_t n = begin; n < end; ++n) {
-      TORCH_CHECK(tp[n] >= 0 && tp[n] <= 2 * padding && lp[n] >= 0 && lp[n] <= 2 * padding,
-                  "crop_flip: top and left must lie in [0, 2 * padding]");
       const int64_t dy = tp[n] - padding, dx = lp[n] - padding;  // source = output + offset
       for (int64_t ch = 0; ch < c; ++ch) {
         const uint8_t* image = src + (n * c + ch) * h * w;
@@ -74,8 +76,8 @@ at::Tensor crop_flip(const at::Tensor& images, const at::Tensor& top, const at::
           std::fill(row + std::max(lo, hi), row + w, 0.0f);
           const uint8_t* line = image + y * w;
           if (fp[n]) {
-            const uint8_t* last = line + (w - 1 + dx);
-            for (int64_t j = lo; j < hi; ++j) row[j] = *(last - j) * kScale;
+            const int64_t last = w - 1 + dx;
+            for (int64_t j = lo; j < hi; ++j) row[j] = line[last - j] * kScale;
           } else {
             for (int64_t j = lo; j < hi; ++j) row[j] = line[j + dx] * kScale;
           }
@@ -108,7 +110,8 @@ void bilinear_plane(const float* __restrict p, const int32_t* __restrict corner,
 // zero border (1 pixel before, 2 after) and sample coordinates are clamped to [-1, size], so
 // every corner read is inside the buffer and a corner outside the image reads 0, as
 // grid_sample's zeros padding. Coordinates first (branch-free, so vectorised: floor needs
-// -fno-trapping-math, native.py's flags), then per channel one gather of four corners a pixel.
+// -fno-trapping-math, which transforms.py builds with), then per channel one gather of four
+// corners a pixel.
 void affine_image(const uint8_t* image, float* out, const float* t, int64_t c, int64_t h,
                   int64_t w, AffineScratch& s) {
   const int64_t pw = w + 3, ph = h + 3, hw = h * w;
@@ -138,8 +141,8 @@ void affine_image(const uint8_t* image, float* out, const float* t, int64_t c, i
     for (int64_t x = 0; x < w; ++x) {
       float ix = ((t0 * centre[x] + bx + 1.0f) * fw - 1.0f) * 0.5f;
       float iy = ((t3 * centre[x] + by + 1.0f) * fh - 1.0f) * 0.5f;
-      ix = std::min(std::max(ix, -1.0f), fw);
-      iy = std::min(std::max(iy, -1.0f), fh);
+      ix = std::min(std::max(-1.0f, ix), fw);  // in this order a NaN becomes -1: reads 0
+      iy = std::min(std::max(-1.0f, iy), fh);
       const float x0 = std::floor(ix), y0 = std::floor(iy);
       ex[y * w + x] = ix - x0;
       ey[y * w + x] = iy - y0;
@@ -157,7 +160,10 @@ at::Tensor affine(const at::Tensor& images, const at::Tensor& theta) {
   const int64_t batch = source.size(0), c = source.size(1), h = source.size(2),
                 w = source.size(3);
   const auto matrix = theta.to(at::kFloat).contiguous();
-  TORCH_CHECK(matrix.numel() == batch * 6, "affine: one 2x3 matrix per image");
+  TORCH_CHECK(matrix.dim() == 3 && matrix.size(0) == batch && matrix.size(1) == 2 &&
+                  matrix.size(2) == 3,
+              "affine: theta must be (N, 2, 3), one 2x3 matrix per image");
+  TORCH_CHECK((h + 3) * (w + 3) < (int64_t{1} << 31), "affine: images too large");
   auto out = at::empty(source.sizes(), source.options().dtype(at::kFloat));
   const uint8_t* src = source.data_ptr<uint8_t>();
   const float* tp = matrix.data_ptr<float>();
