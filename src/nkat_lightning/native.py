@@ -30,13 +30,13 @@ def simd_flags() -> list[str]:
     return ["-mavx2", "-mfma"] if {"avx2", "fma"} <= set(flags) else []
 
 
-def build_cpu_op(name: str, source: Path | list[Path], switch: str, fallback: str, what: str,
+def build_cpu_op(name: str, sources: list[Path], switch: str, fallback: str, what: str,
                  flags: tuple[str, ...] = ()):
-    """``torch.ops.nkat.<name>`` built from ``source`` (one file or several, one library: the
-    other ops they define are then in ``torch.ops.nkat`` too) with the compiler's ``flags`` on
-    top of the common ones; None where the environment variable ``switch`` is "0", or, with one
-    warning (``fallback``: what runs instead; ``what``: the kernel), where it cannot be built.
-    Callers cache the answer."""
+    """``torch.ops.nkat.<name>`` built from ``sources`` (one library: the other ops they define
+    are then in ``torch.ops.nkat`` too) with the compiler's ``flags`` on top of the common ones;
+    None where the environment variable ``switch`` is "0", or, with one warning (``fallback``:
+    what runs instead; ``what``: the kernel), where it cannot be built. Callers cache the
+    answer."""
     if os.environ.get(switch, "1") == "0":
         return None
     quiet = logging.getLogger("torch.utils.cpp_extension")  # "No CUDA runtime is found" on import
@@ -47,7 +47,7 @@ def build_cpu_op(name: str, source: Path | list[Path], switch: str, fallback: st
 
         simd = simd_flags()
         load(name=f"nkat_{name}" + "".join("_" + flag.strip("-") for flag in simd),
-             sources=[str(path) for path in (source if isinstance(source, list) else [source])],
+             sources=[str(path) for path in sources],
              extra_cflags=["-O3", "-fopenmp", *flags, *simd],
              is_python_module=False, verbose=False)
         return getattr(torch.ops.nkat, name)

@@ -28,7 +28,7 @@ KERNEL_SWITCH = "NKAT_CPU_FILTER_KERNEL"  # "0": use torch's topk on the CPU too
 def cpu_kernel():
     """``torch.ops.nkat.filtered_rows``, built on first use; None (said once) where it cannot
     be built or ``NKAT_CPU_FILTER_KERNEL=0``."""
-    return build_cpu_op("filtered_rows", SOURCE, KERNEL_SWITCH,
+    return build_cpu_op("filtered_rows", [SOURCE], KERNEL_SWITCH,
                         "top-k/top-p attention on the CPU uses torch's slower topk", "C++ filter")
 
 
