@@ -9,6 +9,7 @@ from timm.loss import SoftTargetCrossEntropy
 
 from helpers import FAST, TINY_MODEL, compose_train
 from nkat_lightning.config.checks import validate_config
+from nkat_lightning.config.schema import AugConfig
 from nkat_lightning.data import transforms
 from nkat_lightning.data.transforms import (
     BLENDS,
@@ -38,7 +39,8 @@ def aug_of(pack: str, tmp_path, *overrides: str) -> dict:
 
 
 def op_names(aug: dict, natural_images: bool = True, in_chans: int = 3) -> list[str]:
-    return [name for name, _ in build_augmentation(aug, natural_images, in_chans)]
+    return [name for name, _ in build_augmentation(AugConfig.from_dict(aug), natural_images,
+                                                   in_chans)]
 
 
 def test_strong_pack_holds_the_seed_values(tmp_path):
@@ -50,7 +52,7 @@ def test_strong_pack_holds_the_seed_values(tmp_path):
 def test_strong_on_natural_images(tmp_path):
     aug = aug_of("strong", tmp_path)
     assert op_names(aug) == ["crop", "flip", "randaugment"]
-    randaugment = dict(build_augmentation(aug, True, 3))["randaugment"]
+    randaugment = dict(build_augmentation(AugConfig.from_dict(aug), True, 3))["randaugment"]
     assert (randaugment.n, randaugment.m) == (2, 9)
 
 

@@ -6,14 +6,15 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from helpers import compose_train
-from nkat_lightning.config.instantiate import build
 from nkat_lightning.data import (
     CIFAR10DataModule,
     EMNISTDataModule,
     FashionMNISTDataModule,
     MNISTDataModule,
+    build_datamodule,
 )
 from nkat_lightning.data.synthetic import write_mnist_like
 from nkat_lightning.errors import DataNotFoundError
@@ -30,7 +31,8 @@ def make_datamodule(data: str, root, tmp_path, *overrides: str):
     cfg = compose_train([f"data={data}", "data.batch_size=16", "data.val_size=40",
                          "data.offline_dirs=[]", "data.download=false", *overrides],
                         tmp_path, data_root=root)
-    return build(cfg.data, aug=dict(cfg.aug), _convert_="all")
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    return build_datamodule(resolved["data"], resolved["aug"])
 
 
 @pytest.mark.parametrize("data", EXPECTED)
@@ -90,12 +92,12 @@ def test_emnist_orientation_and_labels(split, synthetic_root, tmp_path):
                          "aug=none")
     dm.setup("test")
     labels = dm.test_set.targets
-    assert int(labels.min()) == 0 and int(labels.max()) == dm.num_classes - 1
-    assert len(dm.test_set.classes) == dm.num_classes
+    assert int(labels.min()) == 0 and int(labels.max()) == dm.config.num_classes - 1
+    assert len(dm.test_set.classes) == dm.config.num_classes
     # class 1's square is in the first row of cells, second column: after the transpose fix
     # the bright block lies right of the top-left corner, as written before transposing.
     image = dm.test_set.images[(labels == 1).nonzero()[0, 0], 0].numpy()
-    cells = int(np.ceil(np.sqrt(dm.num_classes if split == "balanced" else 27)))
+    cells = int(np.ceil(np.sqrt(dm.config.num_classes if split == "balanced" else 27)))
     step = 28 // cells
     assert image[:step, step : 2 * step].min() == 255
 
@@ -162,7 +164,7 @@ def test_truncated_offline_archive_is_reported_not_raised(tmp_path):
 def test_auto_loader_workers_follow_the_device_and_cores(device, devices, cores, expected,
                                                          synthetic_root, tmp_path, monkeypatch):
     dm = make_datamodule("mnist", synthetic_root, tmp_path)
-    assert dm.num_workers == "auto" and dm.loader_workers() == 0  # no trainer yet: as the CPU
+    assert dm.config.num_workers == "auto" and dm.loader_workers() == 0  # no trainer yet: as the CPU
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cores)), raising=False)
     dm.trainer = SimpleNamespace(strategy=SimpleNamespace(root_device=torch.device(device)),
                                  num_devices=devices, global_rank=0)

@@ -67,7 +67,7 @@ def test_ema_averages_on_the_gpu_and_its_weights_are_saved_and_tested(synthetic_
 ], ids=["filters", "modulation", "all"])
 def test_nkat_attention_in_bf16_matches_fp32(settings):
     torch.manual_seed(0)
-    model = NKATViT(ModelConfig(img_size=32, in_chans=3, patch_size=4, embed_dim=64, depth=2,
+    model = NKATViT(ModelConfig(img_size=32, in_chans=3, conv_stem="off", patch_size=4, embed_dim=64, depth=2,
                                 num_heads=4, **settings)).cuda().eval()
     with torch.no_grad():  # spread the logits as training does: at init they nearly tie
         for block in model.blocks:

@@ -66,11 +66,11 @@ def test_stem_width_scales_every_stem_layer_and_keeps_the_token_grid(stem, width
 
 
 def test_color_norm_is_auto_for_rgb_only():
-    rgb = vit(img_size=32, in_chans=3, patch_size=4, **TINY)
-    grey = vit(img_size=28, in_chans=1, patch_size=7, **TINY)
+    rgb = vit(img_size=32, in_chans=3, conv_stem="off", patch_size=4, **TINY)
+    grey = vit(img_size=28, in_chans=1, conv_stem="off", patch_size=7, **TINY)
     assert type(rgb.patch_embed.backbone[0]).__name__ == "ColourLayerNorm"
     assert type(grey.patch_embed.backbone[0]).__name__ == "Identity"
-    off = vit(img_size=32, in_chans=3, patch_size=4, color_norm=False, **TINY)
+    off = vit(img_size=32, in_chans=3, conv_stem="off", patch_size=4, color_norm=False, **TINY)
     assert type(off.patch_embed.backbone[0]).__name__ == "Identity"
 
 
@@ -195,7 +195,7 @@ def test_learnable_temperature_gets_gradient():
 
 
 def test_attention_maps_per_layer():
-    model = vit(img_size=28, in_chans=1, patch_size=7, **TINY, top_k=4)
+    model = vit(img_size=28, in_chans=1, conv_stem="off", patch_size=7, **TINY, top_k=4)
     maps = model.attention_maps(torch.randn(2, 1, 28, 28))
     assert len(maps) == 2 and maps[0].shape == (2, 2, 17, 17)
     assert ((maps[0] > 0).sum(-1) <= 4).all()
@@ -204,7 +204,8 @@ def test_attention_maps_per_layer():
 
 def test_split_heads_keep_colour_groups_apart():
     torch.manual_seed(0)
-    kwargs = {"img_size": 32, "in_chans": 3, "patch_size": 4, "embed_dim": 32, "depth": 1,
+    kwargs = {"img_size": 32, "in_chans": 3, "conv_stem": "off", "patch_size": 4, "embed_dim": 32,
+              "depth": 1,
               "num_heads": 4, "color_norm": False}
     split = vit(split_heads=True, **kwargs)
     x = torch.randn(2, 3, 32, 32)
@@ -249,7 +250,7 @@ def test_fixed_temperature_follows_loads_and_settings():
 
 
 def test_avg_pooling_feeds_the_head_the_mean_of_the_patch_tokens():
-    model = vit(img_size=28, in_chans=1, patch_size=7, global_pool="avg", **TINY).eval()
+    model = vit(img_size=28, in_chans=1, conv_stem="off", patch_size=7, global_pool="avg", **TINY).eval()
     x = torch.randn(3, 1, 28, 28)
     with torch.no_grad():
         tokens = model.forward_features(x)  # (3, 1 class token + 16 patches, dim)

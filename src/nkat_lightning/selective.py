@@ -21,7 +21,7 @@ from nkat_lightning.search.selective import selective_objective
 @hydra.main(config_path=CONFIG_DIR, config_name="train")
 @job
 def selective_app(cfg: DictConfig) -> float:
-    if "selective" not in cfg:
+    if not cfg.get("selective"):
         raise ConfigError("selective: the objective's settings are missing; add "
                           "hparams_search=stage2_selective")
     return selective_objective(cfg)  # run_suite rejects unknown data sets

@@ -26,7 +26,7 @@ from nkat_lightning.analysis.statistics import (  # noqa: E402
     reliability_bins,
     scaled_temperatures,
 )
-from nkat_lightning.config.instantiate import build  # noqa: E402
+from nkat_lightning.data import build_datamodule  # noqa: E402
 from nkat_lightning.training.evaluate import load_module, load_run  # noqa: E402
 from nkat_lightning.training.results import print_results, write_json  # noqa: E402
 
@@ -193,7 +193,7 @@ def log_to_wandb(cfg, images: dict[str, Path], run_dir: Path) -> None:
 def analyze(target: Path, overrides: list[str] | None = None, images: int = 8,
             max_images: int | None = None, out: Path | None = None) -> dict:
     ckpt, cfg, run_dir = load_run(target, overrides or [])
-    datamodule = build(OmegaConf.to_container(cfg.data, resolve=True), _convert_="all")
+    datamodule = build_datamodule(OmegaConf.to_container(cfg.data, resolve=True))
     datamodule.prepare_data()
     datamodule.setup("test")
     net = load_module(ckpt).net.eval()

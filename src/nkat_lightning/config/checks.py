@@ -87,8 +87,7 @@ def validate_config(cfg: DictConfig) -> dict:
     resolved = resolve(cfg)
     for group in GROUP_SCHEMAS:
         schema_of(group, resolved[group]).from_dict(resolved[group])
-    RunConfig.from_dict({f.name: resolved[f.name] for f in dataclasses.fields(RunConfig)
-                         if f.name in resolved})
+    RunConfig.of(resolved)
     check_across_groups(resolved)
     check_selection(resolved)
     if resolved["resume"] not in ("auto", "never") and not Path(resolved["resume"]).is_file():

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.resources
 import re
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from nkat_lightning.config.schema import EMNIST_SPLITS
 
-CONFIG_DIR = str(Path(__file__).resolve().parents[3] / "conf")
+CONFIG_DIR = str(importlib.resources.files("nkat_lightning.conf"))  # in the wheel or the checkout
 MAX_RUN_NAME = 100
 
 

@@ -1,4 +1,4 @@
-from nkat_lightning.data.base import ImageDataModule
+from nkat_lightning.data.base import ImageDataModule, build_datamodule
 from nkat_lightning.data.cifar10 import CIFAR10DataModule
 from nkat_lightning.data.emnist import EMNISTDataModule
 from nkat_lightning.data.mnist import FashionMNISTDataModule, MNISTDataModule
@@ -9,4 +9,5 @@ __all__ = [
     "FashionMNISTDataModule",
     "ImageDataModule",
     "MNISTDataModule",
+    "build_datamodule",
 ]

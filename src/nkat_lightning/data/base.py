@@ -12,7 +12,6 @@ import os
 import shutil
 import signal
 import socket
-from collections.abc import Sequence
 from pathlib import Path
 
 import lightning as L
@@ -20,12 +19,13 @@ import torch
 from lightning.fabric.utilities.seed import pl_worker_init_function
 from torch.utils.data import DataLoader, Dataset, Subset, random_split
 
+from nkat_lightning.config.instantiate import build
+from nkat_lightning.config.schema import AugConfig, DataConfig, schema_of
 from nkat_lightning.data.tensor_dataset import UInt8ImageDataset, images_and_targets, return_batch
 from nkat_lightning.data.transforms import BatchTransform
 from nkat_lightning.errors import ConfigError, DataNotFoundError, describe
 
 DOWNLOAD_TIMEOUT_S = 30
-
 
 
 def init_loader_worker(worker_id: int, rank: int = 0) -> None:
@@ -53,47 +53,21 @@ class ImageDataModule(L.LightningDataModule, abc.ABC):
     #: torchvision's folder under ``root`` that holds the prepared files.
     folder: str = ""
 
-    def __init__(
-        self,
-        name: str,
-        root: str,
-        img_size: int,
-        in_chans: int,
-        num_classes: int,
-        mean: Sequence[float],
-        std: Sequence[float],
-        natural_images: bool,
-        aug: dict | None = None,
-        batch_size: int = 128,
-        eval_batch_size: int | None = None,
-        num_workers: int | str = "auto",
-        pin_memory: bool | str = "auto",
-        persistent_workers: bool = True,
-        val_size: int = 5000,
-        split_seed: int = 0,
-        offline_dirs: Sequence[str] = (),
-        download: bool = True,
-        default_patch_size: dict | None = None,
-    ) -> None:
+    def __init__(self, config: DataConfig | dict, aug: AugConfig | dict | None = None) -> None:
+        """``config``: the data group (a dict is checked into its schema); ``aug``: the
+        augmentation pack for training (none when omitted)."""
         super().__init__()
-        self.name = name
-        self.root = Path(root).expanduser()
-        self.img_size = img_size
-        self.in_chans = in_chans
-        self.num_classes = num_classes
-        self.mean, self.std = tuple(mean), tuple(std)
-        self.natural_images = natural_images
-        self.aug = dict(aug or {})
-        self.batch_transform = BatchTransform(self.aug, self.mean, self.std, natural_images)
-        self.batch_size = batch_size
-        self.eval_batch_size = eval_batch_size or batch_size
-        self.num_workers = num_workers
-        self.pin_memory = torch.cuda.is_available() if pin_memory == "auto" else bool(pin_memory)
-        self.persistent_workers = persistent_workers
-        self.val_size = val_size
-        self.split_seed = split_seed
-        self.offline_dirs = [Path(d).expanduser() for d in offline_dirs]
-        self.download = download
+        self.config = config = schema_of("data", config).coerce(config)
+        self.aug = aug = AugConfig.coerce(aug or {})
+        self.name = config.name
+        self.root = Path(config.root).expanduser()
+        self.mean, self.std = tuple(config.mean), tuple(config.std)
+        self.batch_transform = BatchTransform(aug, self.mean, self.std, config.natural_images)
+        self.batch_size = config.batch_size
+        self.eval_batch_size = config.eval_batch_size
+        self.pin_memory = (torch.cuda.is_available() if config.pin_memory == "auto"
+                           else bool(config.pin_memory))
+        self.offline_dirs = [Path(d).expanduser() for d in config.offline_dirs]
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
         self.test_set: Dataset | None = None
@@ -168,7 +142,7 @@ class ImageDataModule(L.LightningDataModule, abc.ABC):
             if state is None:
                 return
             tried.append(f"offline copy in {source}: {state}")
-        if self.download:
+        if self.config.download:
             error = self._try_download()
             if error is None:
                 return
@@ -199,13 +173,14 @@ class ImageDataModule(L.LightningDataModule, abc.ABC):
         if stage in (None, "fit", "validate") and self.train_set is None:
             train_full = self.make_dataset(train=True)
             images, targets = images_and_targets(train_full)
-            if not 0 < self.val_size < len(targets):
+            val_size = self.config.val_size
+            if not 0 < val_size < len(targets):
                 raise ConfigError(
-                    f"data.val_size: {self.val_size} leaves no training image; give 1 to "
+                    f"data.val_size: {val_size} leaves no training image; give 1 to "
                     f"{len(targets) - 1} (this data set has {len(targets)} training images)")
-            generator = torch.Generator().manual_seed(self.split_seed)
+            generator = torch.Generator().manual_seed(self.config.split_seed)
             train_idx, val_idx = random_split(
-                range(len(targets)), [len(targets) - self.val_size, self.val_size],
+                range(len(targets)), [len(targets) - val_size, val_size],
                 generator=generator,
             )
             full = UInt8ImageDataset(images, targets, train_full.classes)
@@ -228,8 +203,8 @@ class ImageDataModule(L.LightningDataModule, abc.ABC):
         threads use every core, and a batch is one indexing of an in-memory uint8 tensor, with
         augmentation on the batch after it), else min(4, cores per device - 1), so batches are
         indexed and pinned while the main process keeps the GPU busy."""
-        if self.num_workers != "auto":
-            return int(self.num_workers)
+        if self.config.num_workers != "auto":
+            return int(self.config.num_workers)
         if self.trainer is None or self.trainer.strategy.root_device.type == "cpu":
             return 0
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
@@ -244,7 +219,7 @@ class ImageDataModule(L.LightningDataModule, abc.ABC):
             drop_last=train,
             num_workers=workers,
             pin_memory=self.pin_memory,
-            persistent_workers=self.persistent_workers and workers > 0,
+            persistent_workers=self.config.persistent_workers and workers > 0,
             collate_fn=return_batch,
             worker_init_fn=functools.partial(init_loader_worker, rank=self.trainer.global_rank
                                              if self.trainer else 0) if workers else None,
@@ -261,3 +236,11 @@ class ImageDataModule(L.LightningDataModule, abc.ABC):
 
     def predict_dataloader(self) -> DataLoader:
         return self.test_dataloader()
+
+
+def build_datamodule(data: DataConfig | dict, aug: AugConfig | dict | None = None
+                     ) -> ImageDataModule:
+    """The DataModule the data group names (``_target_``, a trusted class), built from the
+    checked config, with the augmentation pack ``aug`` for training (none when omitted)."""
+    config = schema_of("data", data).coerce(data)
+    return build({"_target_": config._target_, "_partial_": True})(config, aug)

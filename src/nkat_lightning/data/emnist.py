@@ -13,9 +13,9 @@ from nkat_lightning.data.base import ImageDataModule
 class EMNISTDataModule(ImageDataModule):
     folder = "EMNIST"
 
-    def __init__(self, *args, split: str = "balanced", **kwargs) -> None:
-        self.split = split
-        super().__init__(*args, **kwargs)
+    @property
+    def split(self) -> str:
+        return self.config.split
 
     def make_dataset(self, train: bool, transform=None, download: bool = False):
         dataset = datasets.EMNIST(

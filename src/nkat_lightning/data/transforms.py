@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torchvision.transforms import v2
 
+from nkat_lightning.config.schema import AugConfig
 from nkat_lightning.native import build_cpu_op
 
 functional = v2.functional
@@ -264,7 +265,7 @@ def random_cutout_(images: torch.Tensor, size: int) -> torch.Tensor:
     return images.masked_fill_(box, 0.0)
 
 
-def build_augmentation(aug: dict, natural_images: bool, in_chans: int
+def build_augmentation(aug: AugConfig, natural_images: bool, in_chans: int
                        ) -> list[tuple[str, Callable[[torch.Tensor], torch.Tensor]]]:
     """The random ops of the ``aug`` pack for float batches in [0, 1], named, in order.
 
@@ -274,20 +275,18 @@ def build_augmentation(aug: dict, natural_images: bool, in_chans: int
     """
     ops: list[tuple[str, Callable[[torch.Tensor], torch.Tensor]]] = []
     if natural_images:
-        if aug.get("crop_padding", 0):
-            ops.append(("crop", functools.partial(random_crop, padding=aug["crop_padding"])))
-        if aug.get("hflip", 0):
-            ops.append(("flip", functools.partial(random_flip, p=aug["hflip"])))
-        if aug.get("channel_shuffle", 0) and in_chans == 3:
+        if aug.crop_padding:
+            ops.append(("crop", functools.partial(random_crop, padding=aug.crop_padding)))
+        if aug.hflip:
+            ops.append(("flip", functools.partial(random_flip, p=aug.hflip)))
+        if aug.channel_shuffle and in_chans == 3:
             ops.append(("channel_shuffle", functools.partial(random_channel_shuffle,
-                                                             p=aug["channel_shuffle"])))
-    elif aug.get("affine_degrees", 0) or aug.get("affine_translate", 0):
-        ops.append(("affine", functools.partial(random_affine,
-                                                degrees=aug.get("affine_degrees", 0.0),
-                                                translate=aug.get("affine_translate", 0.0))))
-    randaugment = aug.get("randaugment") or {}
-    if randaugment.get("n", 0):
-        ops.append(("randaugment", PerImageRandAugment(randaugment["n"], randaugment.get("m", 9))))
+                                                             p=aug.channel_shuffle)))
+    elif aug.affine_degrees or aug.affine_translate:
+        ops.append(("affine", functools.partial(random_affine, degrees=aug.affine_degrees,
+                                                translate=aug.affine_translate)))
+    if aug.randaugment.n:
+        ops.append(("randaugment", PerImageRandAugment(aug.randaugment.n, aug.randaugment.m)))
     return ops
 
 
@@ -296,10 +295,11 @@ class BatchTransform:
     training it applies the pack's random ops before normalising and Cutout of ``aug.cutout``
     px after."""
 
-    def __init__(self, aug: dict, mean: Sequence[float], std: Sequence[float],
+    def __init__(self, aug: AugConfig | dict, mean: Sequence[float], std: Sequence[float],
                  natural_images: bool = False) -> None:
+        aug = AugConfig.coerce(aug)
         self.mean, self.std = list(mean), list(std)
-        self.cutout = aug.get("cutout", 0)
+        self.cutout = aug.cutout
         self.augmentation = build_augmentation(aug, natural_images, len(self.mean))
 
     def __call__(self, images: torch.Tensor, train: bool) -> torch.Tensor:

@@ -9,6 +9,7 @@ from omegaconf import OmegaConf
 
 from nkat_lightning.config.compose import CONFIG_DIR
 from nkat_lightning.config.instantiate import build
+from nkat_lightning.data import build_datamodule
 from nkat_lightning.errors import UserError
 from nkat_lightning.training.metrics import tpe
 from nkat_lightning.training.module import NKATLitModule
@@ -57,7 +58,7 @@ def load_run(target: Path, overrides: list[str]):
 def evaluate(target: Path, split: str = "test", overrides: list[str] | None = None) -> dict:
     ckpt, cfg, run_dir = load_run(target, overrides or [])
     data_cfg = OmegaConf.to_container(cfg.data, resolve=True)
-    datamodule = build(data_cfg, _convert_="all")  # evaluation uses no augmentation
+    datamodule = build_datamodule(data_cfg)  # evaluation uses no augmentation
     datamodule.prepare_data()
     module = load_module(ckpt)
     # the run's own trainer settings (precision, accelerator, limits), on one device

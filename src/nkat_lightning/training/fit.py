@@ -17,7 +17,9 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 from omegaconf import DictConfig
 
 from nkat_lightning.config.checks import validate_config
+from nkat_lightning.config.schema import OptimConfig, RunConfig
 from nkat_lightning.config.instantiate import build, instantiate_all
+from nkat_lightning.data import build_datamodule
 from nkat_lightning.errors import ConfigError, UserError
 from nkat_lightning.training.checkpointing import (
     INTERRUPTED,
@@ -153,8 +155,9 @@ def build_trainer(cfg: DictConfig, resolved: dict, extra_callbacks: list, **sett
     """The run's Trainer: the config's trainer, callbacks (EMA when ``optim.ema``) and
     loggers, then ``extra_callbacks``; ``settings`` override trainer arguments."""
     callbacks = switched_off_removed(instantiate_all(cfg.get("callbacks")), resolved["trainer"])
-    if resolved["optim"].get("ema", 0):  # validation, test and checkpoints see the EMA weights
-        callbacks.append(EMAWithWarmup(decay=resolved["optim"]["ema"]))
+    ema = OptimConfig.coerce(resolved["optim"]).ema
+    if ema:  # validation, test and checkpoints see the EMA weights
+        callbacks.append(EMAWithWarmup(decay=ema))
     loggers = instantiate_all(cfg.get("logger"))
     return build(cfg.trainer, callbacks=[*callbacks, *extra_callbacks], logger=loggers or False,
                  plugins=with_atomic_checkpoints(build(cfg.trainer.get("plugins"))),
@@ -163,29 +166,28 @@ def build_trainer(cfg: DictConfig, resolved: dict, extra_callbacks: list, **sett
 
 def fit_and_test(cfg: DictConfig, resolved: dict, run_dir: Path, trial: SweepTrial | None,
                  step_offset: int) -> dict:
+    run = RunConfig.of(resolved)
     results_path = run_dir / RESULTS_FILE
-    if resolved["resume"] == "auto" and results_path.is_file():
+    if run.resume == "auto" and results_path.is_file():
         results = json.loads(results_path.read_text())
         if not results.get("pruned"):  # a pruned run resumes like an interrupted one
             check_same_run(run_dir, resolved)
             rank_zero_info(f"This run already finished: {results_path} (resume=never trains again).")
             return results
-    if resolved["seed"] is not None:
-        L.seed_everything(resolved["seed"], workers=True)
+    if run.seed is not None:
+        L.seed_everything(run.seed, workers=True)
 
-    datamodule = build(cfg.data, aug=resolved["aug"], _convert_="all")
+    datamodule = build_datamodule(resolved["data"], resolved["aug"])
     datamodule.prepare_data()  # fail on missing data before building anything else
-    module = NKATLitModule(
-        model=resolved["model"], optim=resolved["optim"], data=resolved["data"], aug=resolved["aug"]
-    )
+    module = NKATLitModule(resolved["model"], resolved["optim"], datamodule.config, datamodule.aug)
     rank_zero_info(f"NKAT-ViT: {module.num_params:,} trainable parameters, "
                    f"lambda = {module.lam:.4f}")
     pruning = None
-    if trial is not None and isinstance(resolved.get("optimized_metric"), str):
-        pruning = PruneOnValidation(trial, resolved["optimized_metric"], step_offset)
+    if trial is not None and isinstance(run.optimized_metric, str):
+        pruning = PruneOnValidation(trial, run.optimized_metric, step_offset)
     trainer = build_trainer(cfg, resolved, [pruning] if pruning else [])
     callbacks, loggers = trainer.callbacks, trainer.loggers
-    ckpt_path = prepare_resume(resolved["resume"], run_dir, trainer.is_global_zero)
+    ckpt_path = prepare_resume(run.resume, run_dir, trainer.is_global_zero)
     if trainer.is_global_zero:
         save_resolved_config(resolved, run_dir)
         log.info("fit %s (%d parameters) in %s%s", resolved["data"]["name"], module.num_params,
@@ -213,7 +215,7 @@ def fit_and_test(cfg: DictConfig, resolved: dict, run_dir: Path, trial: SweepTri
             for logger in trainer.loggers:  # CSV, TensorBoard and W&B say where it stopped
                 logger.log_metrics({"trial/pruned_at_epoch": pruned["epoch"]}, trainer.global_step)
                 logger.save()
-        elif resolved["test_after_fit"]:
+        elif run.test_after_fit:
             with stop_cleanly_on_interrupt(trainer, run_dir):
                 trainer.test(module, datamodule=datamodule, ckpt_path=best or None)
             test_metrics = dict(trainer.callback_metrics)
@@ -233,14 +235,14 @@ def fit_and_test(cfg: DictConfig, resolved: dict, run_dir: Path, trial: SweepTri
         "global_step": trainer.global_step,
         "wall_time_s": round(time.perf_counter() - start, 1),
         "best_ckpt": best,
-        "seed": resolved["seed"],
+        "seed": run.seed,
         "run_dir": str(run_dir),
         "metrics": {k: float(v) for k, v in {**fit_metrics, **test_metrics}.items()},
     }
     if pruned:
         results["pruned"] = pruned
-    if resolved.get("gate"):
-        results["gate"] = gate_verdict(results, **resolved["gate"])
+    if run.gate is not None:
+        results["gate"] = gate_verdict(results, run.gate.metric, run.gate.threshold)
     if trainer.is_global_zero:
         write_json(results_path, results)
         plot_curves(run_dir)

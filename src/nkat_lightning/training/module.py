@@ -14,7 +14,7 @@ from torch import nn
 from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from nkat_lightning.config.schema import ModelConfig
+from nkat_lightning.config.schema import AugConfig, DataConfig, ModelConfig, OptimConfig, schema_of
 from nkat_lightning.errors import NonFiniteLossError
 from nkat_lightning.models import NKATViT
 from nkat_lightning.training.checkpointing import read_checkpoint
@@ -34,8 +34,9 @@ def warmup_cosine_factor(step: int, warmup_steps: int, total_steps: int, floor: 
 class NKATLitModule(L.LightningModule):
     """Wraps ``NKATViT``; logs loss, top-1 accuracy, parameters, lambda and TPE.
 
-    ``model``, ``optim``, ``aug`` and (for provenance and eval) ``data`` are plain dicts,
-    saved as hyperparameters, so a checkpoint alone rebuilds the module and loads under
+    ``model``, ``optim``, ``aug`` and (for provenance and eval) ``data`` are their checked
+    configs (``ModelConfig``, ...; a dict is checked into one), saved as plain dicts in the
+    hyperparameters, so a checkpoint alone rebuilds the module and loads under
     ``torch.load(weights_only=True)``. ``model.compile`` compiles the network in place
     (``nn.Module.compile``), so parameter names and checkpoints stay those of the plain model;
     ``model.channels_last`` keeps the conv weights and the input batch channels-last.
@@ -43,31 +44,34 @@ class NKATLitModule(L.LightningModule):
     ``aug.mixup`` or ``aug.cutmix`` is on; val/test use plain cross-entropy.
     """
 
-    def __init__(self, model: dict, optim: dict, data: dict | None = None,
-                 aug: dict | None = None) -> None:
+    def __init__(self, model: ModelConfig | dict | None = None,
+                 optim: OptimConfig | dict | None = None, data: DataConfig | dict | None = None,
+                 aug: AugConfig | dict | None = None) -> None:
         super().__init__()
-        self.save_hyperparameters()
-        config = ModelConfig.from_dict(model)
-        self.net = NKATViT(config)
-        self.compile_net = config.compile
-        self.channels_last = config.channels_last
+        model = ModelConfig.coerce(model or {})
+        optim = OptimConfig.coerce(optim or {})
+        aug = AugConfig.coerce(aug or {})
+        data = None if data is None else schema_of("data", data).coerce(data)
+        self.save_hyperparameters({"model": model.to_dict(), "optim": optim.to_dict(),
+                                   "data": data and data.to_dict(), "aug": aug.to_dict()})
+        self.net = NKATViT(model)
+        self.compile_net = model.compile
+        self.channels_last = model.channels_last
         if self.channels_last:
             self.net.to(memory_format=torch.channels_last)
         self.optim_cfg = optim
-        num_classes = model["num_classes"]
-        smoothing = optim.get("label_smoothing", 0.0)
-        aug = aug or {}
         self.mixup = None
-        if aug.get("mixup", 0) or aug.get("cutmix", 0):
+        if aug.mixup or aug.cutmix:
             self.mixup = Mixup(
-                mixup_alpha=aug.get("mixup", 0.0), cutmix_alpha=aug.get("cutmix", 0.0),
-                prob=aug.get("mix_prob", 1.0), switch_prob=aug.get("switch_prob", 0.5),
-                label_smoothing=smoothing, num_classes=num_classes,
+                mixup_alpha=aug.mixup, cutmix_alpha=aug.cutmix, prob=aug.mix_prob,
+                switch_prob=aug.switch_prob, label_smoothing=optim.label_smoothing,
+                num_classes=model.num_classes,
             )
             self.criterion = SoftTargetCrossEntropy()
         else:
-            self.criterion = nn.CrossEntropyLoss(label_smoothing=smoothing)
+            self.criterion = nn.CrossEntropyLoss(label_smoothing=optim.label_smoothing)
         self.eval_criterion = nn.CrossEntropyLoss()
+        num_classes = model.num_classes
         self.train_acc = MulticlassAccuracy(num_classes, average="micro")
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")
@@ -183,14 +187,14 @@ class NKATLitModule(L.LightningModule):
         unscales its gradients itself, as the fused one does."""
         cfg = self.optim_cfg
         groups = param_groups_weight_decay(
-            self.net, cfg["weight_decay"], no_weight_decay_list=self.net.no_weight_decay()
+            self.net, cfg.weight_decay, no_weight_decay_list=self.net.no_weight_decay()
         )
         trainer = self._trainer
         clipped_amp = (trainer is not None and bool(trainer.gradient_clip_val)
                        and isinstance(trainer.precision_plugin, MixedPrecision))
         fused = self.device.type in FUSED_ADAMW_DEVICES and not clipped_amp
         return torch.optim.AdamW(
-            groups, lr=cfg["lr"], betas=tuple(cfg.get("betas", (0.9, 0.999))), fused=fused or None,
+            groups, lr=cfg.lr, betas=tuple(cfg.betas), fused=fused or None,
         )
 
     def configure_optimizers(self):
@@ -198,8 +202,8 @@ class NKATLitModule(L.LightningModule):
         optimizer = self.build_optimizer()
         total = int(self.trainer.estimated_stepping_batches)
         epochs = max(1, self.trainer.max_epochs or 1)
-        warmup = min(total, round(cfg.get("warmup_epochs", 0) * total / epochs))
-        floor = cfg.get("min_lr_ratio", 0.0)
+        warmup = min(total, round(cfg.warmup_epochs * total / epochs))
+        floor = cfg.min_lr_ratio
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda step: warmup_cosine_factor(step, warmup, total, floor)
         )
