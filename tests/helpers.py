@@ -60,3 +60,16 @@ def finished_run(val_acc: float, test_acc: float, lam: float = 0.5) -> dict:
     return {"status": "ok", "val_acc_best": val_acc, "val_tpe_best": tpe(val_acc, lam),
             "test_acc": test_acc, "test_tpe": tpe(test_acc, lam), "params": int(lam * 1e6),
             "lambda": lam, "run_dir": "r"}
+
+
+def assert_checkpoint_loads(path) -> None:
+    """Both ways a user loads a checkpoint: torch's safe load and Lightning's standard call."""
+    import torch
+
+    from nkat_lightning.training.module import NKATLitModule
+
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    module = NKATLitModule.load_from_checkpoint(path, map_location="cpu")
+    state = module.state_dict()
+    for key, value in checkpoint["state_dict"].items():
+        torch.testing.assert_close(state[key], value, msg=f"{path}: {key}")

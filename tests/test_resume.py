@@ -13,6 +13,7 @@ from helpers import (
     FAST,
     SUBPROCESS_ENV,
     TINY_MODEL,
+    assert_checkpoint_loads,
     compose_train,
     module_command,
     start_then_signal,
@@ -57,6 +58,7 @@ def test_sigkill_then_sigterm_mid_epoch_and_the_same_command_finishes_the_run(tm
                              signal.SIGTERM)
     assert code == 143 and interrupted.is_file()
     interrupted_at = saved_step(interrupted)
+    assert_checkpoint_loads(interrupted)
 
     done = subprocess.run(command, cwd=tmp_path, env=SUBPROCESS_ENV, capture_output=True,
                           text=True, timeout=600)

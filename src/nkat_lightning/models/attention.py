@@ -12,7 +12,6 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.utils import parametrize
 
 from nkat_lightning.config.schema import AttentionConfig
 from nkat_lightning.models.filtering import filtered_rows, filtered_softmax
@@ -31,15 +30,48 @@ def colour_group_mask(out_features: int, in_features: int, in_groups: int) -> to
     return rows.repeat_interleave(in_features // in_groups, 1)
 
 
-class MaskedWeight(nn.Module):
-    """Parametrization (``torch.nn.utils.parametrize``) that keeps masked weights at zero."""
+class MaskedWeight:
+    """A layer whose weights outside ``mask`` (out, in) are zero: zeroed when the mask is set,
+    and multiplied by it in every forward, so they neither act nor learn. (Not torch's
+    ``parametrize``: a parametrized module is of a class made at run time, which does not
+    pickle.)"""
 
-    def __init__(self, mask: torch.Tensor) -> None:
-        super().__init__()
+    weight: torch.Tensor
+
+    def set_mask(self, mask: torch.Tensor) -> None:
+        mask = mask.reshape(mask.shape + (1,) * (self.weight.ndim - 2))
         self.register_buffer("mask", mask, persistent=False)
+        with torch.no_grad():
+            self.weight.mul_(mask)
 
-    def forward(self, weight: torch.Tensor) -> torch.Tensor:
-        return weight * self.mask.reshape(self.mask.shape + (1,) * (weight.ndim - 2))
+    def masked_weight(self) -> torch.Tensor:
+        return self.weight * self.mask
+
+
+class MaskedLinear(MaskedWeight, nn.Linear):
+    def __init__(self, in_features: int, out_features: int, mask: torch.Tensor,
+                 bias: bool = True) -> None:
+        super().__init__(in_features, out_features, bias=bias)
+        self.set_mask(mask)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.masked_weight(), self.bias)
+
+
+class MaskedConv2d(MaskedWeight, nn.Conv2d):
+    @classmethod
+    def of(cls, conv: nn.Conv2d, mask: torch.Tensor) -> MaskedConv2d:
+        """``conv``, its weights kept, masked (built without drawing new random weights)."""
+        masked = torch.nn.utils.skip_init(
+            cls, conv.in_channels, conv.out_channels, conv.kernel_size, stride=conv.stride,
+            padding=conv.padding, dilation=conv.dilation, groups=conv.groups,
+            bias=conv.bias is not None, padding_mode=conv.padding_mode)
+        masked.load_state_dict(conv.state_dict())
+        masked.set_mask(mask)
+        return masked
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._conv_forward(x, self.masked_weight(), self.bias)
 
 
 class NKATModulation(torch.autograd.Function):
@@ -102,8 +134,6 @@ class NKATAttention(nn.Module):
       embedding puts each colour channel into its own slice), the shared group sees all.
     """
 
-    config: AttentionConfig = AttentionConfig()  # what ``configured`` binds for timm
-
     def __init__(
         self,
         dim: int,
@@ -119,15 +149,19 @@ class NKATAttention(nn.Module):
         layer_index: int = 0,
         **_: object,
     ) -> None:
-        """timm's ``Attention`` keywords, then the NKAT settings (``config``; the class's own
+        """timm's ``Attention`` keywords, then the NKAT settings (``config``; the defaults
         when omitted) and the block's index. ``dim % num_heads`` and the split-head grouping
         are checked once, by ``ModelConfig``."""
         super().__init__()
-        config = config or self.config
+        config = config or AttentionConfig()
         self.num_heads = num_heads
         self.head_dim = dim // num_heads
         self.scale = self.head_dim**-0.5
-        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        if config.split_heads:  # q, k and v rows each split into the colour groups
+            mask = colour_group_mask(dim, dim, COLOUR_GROUPS).repeat(3, 1)
+            self.qkv = MaskedLinear(dim, dim * 3, mask, bias=qkv_bias)
+        else:
+            self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
         norm = norm_layer or nn.LayerNorm
         self.q_norm = norm(self.head_dim) if qk_norm else nn.Identity()
         self.k_norm = norm(self.head_dim) if qk_norm else nn.Identity()
@@ -150,17 +184,19 @@ class NKATAttention(nn.Module):
         if config.nkat_strength:
             self.alpha = nn.Parameter(torch.tensor(0.1))
             self.beta = nn.Parameter(torch.tensor(0.05))
-        if config.split_heads:  # q, k and v rows each split into the colour groups
-            mask = colour_group_mask(dim, dim, COLOUR_GROUPS).repeat(3, 1)
-            parametrize.register_parametrization(self.qkv, "weight", MaskedWeight(mask))
         self.keep_attention_map = False
         self.attention_map: torch.Tensor | None = None
 
     @classmethod
-    def configured(cls, config: AttentionConfig) -> type[NKATAttention]:
-        """This class with ``config`` bound: timm's ``attn_layer`` must be a class (timm calls
-        ``issubclass`` on it) and passes only its own keywords."""
-        return type(cls.__name__, (cls,), {"config": config})
+    def layer_type(cls, config: AttentionConfig) -> type:
+        """A class for timm's ``attn_layer`` (timm calls ``issubclass`` on it and passes only
+        its own keywords) whose instances are plain ``NKATAttention`` with ``config`` bound: the
+        model holds no class made at run time, so it pickles (``torch.save(model)``, spawn)."""
+
+        def new(_layer_type, *args, **kwargs) -> NKATAttention:
+            return cls(*args, config=config, **kwargs)
+
+        return type("NKATAttentionLayer", (), {"__new__": new})
 
     @property
     def temperature(self) -> torch.Tensor:

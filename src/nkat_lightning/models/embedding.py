@@ -7,10 +7,9 @@ import torch
 from timm.layers import ConvNormAct, LayerNorm2d
 from timm.models.vision_transformer_hybrid import HybridEmbed
 from torch import nn
-from torch.nn.utils import parametrize
 
 from nkat_lightning.config.schema import EmbedConfig, ModelConfig
-from nkat_lightning.models.attention import MaskedWeight, colour_group_mask
+from nkat_lightning.models.attention import MaskedConv2d, colour_group_mask
 
 
 class ColourLayerNorm(LayerNorm2d):
@@ -71,4 +70,4 @@ class NKATEmbed(HybridEmbed):
         if config.split_heads and config.conv_stem == "off" and in_chans == 3:
             # embedding slice g < 3 sees only colour channel g; the shared slice sees all three
             mask = colour_group_mask(embed_dim, 3, in_groups=3)
-            parametrize.register_parametrization(self.proj, "weight", MaskedWeight(mask))
+            self.proj = MaskedConv2d.of(self.proj, mask)

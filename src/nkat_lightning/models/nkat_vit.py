@@ -32,7 +32,7 @@ class NKATViT(VisionTransformer):
             drop_path_rate=config.drop_path,
             global_pool=config.global_pool,
             embed_layer=functools.partial(NKATEmbed, config=config),
-            attn_layer=NKATAttention.configured(config),
+            attn_layer=NKATAttention.layer_type(config),
         )
         self.config = config
         for index, attn in enumerate(self.nkat_attentions()):

@@ -17,8 +17,8 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 from omegaconf import DictConfig
 
 from nkat_lightning.config.checks import validate_config
-from nkat_lightning.config.schema import OptimConfig, RunConfig
 from nkat_lightning.config.instantiate import build, instantiate_all
+from nkat_lightning.config.schema import OptimConfig, RunConfig
 from nkat_lightning.data import build_datamodule
 from nkat_lightning.errors import ConfigError, UserError
 from nkat_lightning.training.checkpointing import (
