@@ -5,7 +5,8 @@ they tie, then the smallest prefix of those whose softmax mass reaches ``p``, th
 
 - on the CPU, ``csrc/filtered_rows.cpp``, built on first use (``nkat_lightning.native``):
   torch's CPU ``topk`` alone costs about three times a whole fused attention at 49 tokens;
-- anywhere else, or where no C++ compiler is at hand, torch's ``topk`` (fast on a GPU).
+- anywhere else, while exporting (ONNX, ``torch.export``), or where no C++ compiler is at
+  hand, torch's ``topk`` (fast on a GPU).
 
 Both return either an additive mask (0 kept, -inf dropped) for ``scaled_dot_product_attention``
 or the softmax over the kept logits (0 dropped).
@@ -60,7 +61,8 @@ def filtered_rows(logits: torch.Tensor, top_k: int | None, top_p: float | None,
     dimension; no gradient (see ``FilteredSoftmax``)."""
     k = logits.shape[-1] if top_k is None else min(top_k, logits.shape[-1])
     p = 1.0 if top_p is None else float(top_p)
-    kernel = cpu_kernel() if logits.device.type == "cpu" else None
+    exporting = torch.compiler.is_exporting() or torch.onnx.is_in_onnx_export()
+    kernel = cpu_kernel() if logits.device.type == "cpu" and not exporting else None
     with torch.no_grad():
         if kernel is not None:
             return kernel(logits, k, p, probabilities)
