@@ -16,8 +16,9 @@ from omegaconf import OmegaConf
 from helpers import compose_train
 from nkat_lightning.config.checks import validate_config
 from nkat_lightning.config.compose import CONFIG_DIR
+from nkat_lightning.config.schema import DATA_SETS
 from nkat_lightning.search.selective import suite_overrides
-from nkat_lightning.search.suite import DATA_SETS, overrides_for
+from nkat_lightning.search.suite import overrides_for
 
 SEARCHES = sorted(p.stem for p in (Path(CONFIG_DIR) / "hparams_search").glob("*.yaml"))
 #: The range a comment states: {a, b}, lo..hi (integers, both included), [lo, hi] (+ log).

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from nkat_lightning.analysis.figures import analyze
 from nkat_lightning.cli import command
 
 
@@ -28,6 +27,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=None, help="default <run folder>/analysis")
     parser.add_argument("overrides", nargs="*", help="config overrides, e.g. data.root=/data")
     args = parser.parse_intermixed_args(argv)  # options may stand between positionals
+    from nkat_lightning.analysis.figures import analyze  # the training stack, after the arguments
+
     analyze(args.target, args.overrides, args.images, args.max_images, args.out)
 
 

@@ -15,12 +15,12 @@ import os
 import sys
 
 from hydra.errors import HydraException, MissingConfigException, OverrideParseException
-from lightning.fabric.utilities.exceptions import MisconfigurationException
 from omegaconf.errors import OmegaConfBaseException
 
 from nkat_lightning.config.compose import in_multirun
 from nkat_lightning.config.schema import omegaconf_message
 from nkat_lightning.errors import UserError
+from nkat_lightning.quiet import quiet_third_party_noise
 
 HYDRA_NOISE = ("Set the environment variable HYDRA_FULL_ERROR", "full_key:", "object_type=",
                "reference_type=")
@@ -42,6 +42,13 @@ def hydra_message(error: HydraException) -> str:
     return "; ".join(lines) if lines else type(error).__name__
 
 
+def is_lightning_refusal(error: BaseException) -> bool:
+    """Lightning's ``MisconfigurationException``, checked without importing Lightning (a
+    command's ``--help`` and config errors answer before the training stack is loaded)."""
+    exceptions = sys.modules.get("lightning.fabric.utilities.exceptions")
+    return exceptions is not None and isinstance(error, exceptions.MisconfigurationException)
+
+
 def user_message(error: BaseException) -> str | None:
     """The one line for an error the user can fix, or None for a bug."""
     if isinstance(error, UserError):
@@ -50,7 +57,7 @@ def user_message(error: BaseException) -> str | None:
         return hydra_message(error)
     if isinstance(error, OmegaConfBaseException):
         return omegaconf_message(error)
-    if isinstance(error, MisconfigurationException):  # Lightning refusing a trainer setting
+    if is_lightning_refusal(error):  # Lightning refusing a trainer setting
         return f"trainer: {str(error).splitlines()[0]}; fix the trainer setting it names"
     if isinstance(error, FileNotFoundError | PermissionError | IsADirectoryError) and \
             error.filename:
@@ -96,6 +103,7 @@ def command(main):
 
     @functools.wraps(main)
     def wrapper(*args, **kwargs):
+        quiet_third_party_noise()
         try:
             with hydra_raises():
                 return main(*args, **kwargs)

@@ -14,7 +14,6 @@ import argparse
 from pathlib import Path
 
 from nkat_lightning.cli import command
-from nkat_lightning.search.compare import compare, to_markdown, write_comparison
 
 
 @command
@@ -25,6 +24,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="the baseline group's overrides, e.g. 'model.top_k=null'")
     parser.add_argument("--out", type=Path, default=None, help="default: the first folder")
     args = parser.parse_intermixed_args(argv)
+    from nkat_lightning.search.compare import compare, to_markdown, write_comparison  # after args
+
     comparison = compare(args.folders, args.baseline)
     print(to_markdown(comparison))
     paths = write_comparison(comparison, args.out or args.folders[0])

@@ -9,7 +9,6 @@ import argparse
 from pathlib import Path
 
 from nkat_lightning.cli import command
-from nkat_lightning.training.curves import plot_curves
 
 
 @command
@@ -19,6 +18,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if not args.run_dir.is_dir():
         raise FileNotFoundError(2, "No such run folder", str(args.run_dir))
+    from nkat_lightning.training.curves import plot_curves  # matplotlib, after the arguments
+
     out = plot_curves(args.run_dir)
     print(out or "no epoch metrics in csv/metrics.csv")
 

@@ -12,7 +12,6 @@ import argparse
 from pathlib import Path
 
 from nkat_lightning.cli import command
-from nkat_lightning.training.evaluate import evaluate
 
 
 @command
@@ -22,6 +21,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--split", choices=["test", "val"], default="test")
     parser.add_argument("overrides", nargs="*", help="config overrides, e.g. data.root=/data")
     args = parser.parse_intermixed_args(argv)  # options may stand between positionals
+    from nkat_lightning.training.evaluate import evaluate  # the training stack, after the arguments
+
     evaluate(args.target, args.split, args.overrides)
 
 

@@ -13,7 +13,6 @@ import argparse
 from pathlib import Path
 
 from nkat_lightning.cli import command
-from nkat_lightning.search.report import open_study, write_report
 
 
 @command
@@ -23,6 +22,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--study", default=None, help="study name (when the storage has several)")
     parser.add_argument("--out", type=Path, default=None, help="where report.md and the plots go")
     args = parser.parse_args(argv)
+    from nkat_lightning.search.report import open_study, write_report  # optuna, after the args
+
     study = open_study(args.target, args.study)
     out = args.out or (Path("sweep_report") if "://" in args.target else Path(args.target))
     print(f"report: {write_report(study, out)}")

@@ -15,7 +15,6 @@ from omegaconf import DictConfig
 from nkat_lightning.cli import command, job
 from nkat_lightning.config.compose import CONFIG_DIR
 from nkat_lightning.errors import ConfigError
-from nkat_lightning.search.selective import selective_objective
 
 
 @hydra.main(config_path=CONFIG_DIR, config_name="train")
@@ -24,6 +23,7 @@ def selective_app(cfg: DictConfig) -> float:
     if not cfg.get("selective"):
         raise ConfigError("selective: the objective's settings are missing; add "
                           "hparams_search=stage2_selective")
+
     return selective_objective(cfg)  # run_suite rejects unknown data sets
 
 

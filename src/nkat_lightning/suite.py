@@ -17,7 +17,7 @@ from pathlib import Path
 
 from nkat_lightning.cli import command
 from nkat_lightning.config.compose import run_name
-from nkat_lightning.search.suite import DATA_SETS, run_suite
+from nkat_lightning.config.schema import DATA_SETS
 
 
 @command
@@ -30,6 +30,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="suite folder (default: logs/suite/<overrides>)")
     args = parser.parse_intermixed_args(argv)
     out = args.out or Path("logs") / "suite" / run_name(",".join(args.overrides))
+    from nkat_lightning.search.suite import run_suite  # the training stack, after the arguments
+
     board = run_suite(args.overrides, out, [d for d in args.data_sets.split(",") if d])
     sys.exit(0 if board["complete"] else 1)
 

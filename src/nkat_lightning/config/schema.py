@@ -38,6 +38,7 @@ STEM_LAYERS: dict[str, list[tuple[int, int]]] = {
 FILTER_MODES = ("always", "train")
 EMNIST_SPLITS = {"byclass": 62, "bymerge": 47, "balanced": 47, "letters": 26, "digits": 10,
                  "mnist": 10}  # classes per split (letters: torchvision's "N/A" dropped)
+DATA_SETS = ["mnist", "fashion_mnist", "emnist", "cifar10"]  # conf/data, the suite's order
 MAX_SEED = 2**32 - 1  # numpy's bound, which Lightning's seed_everything enforces
 
 

@@ -19,6 +19,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from nkat_lightning.config.compose import compose_train_config
+from nkat_lightning.config.schema import DATA_SETS
 from nkat_lightning.errors import ConfigError, UserError
 from nkat_lightning.search.scoreboard import build_scoreboard, to_markdown, write_scoreboard
 from nkat_lightning.search.wandb_scoreboard import log_scoreboard
@@ -26,8 +27,6 @@ from nkat_lightning.training.fit import train
 from nkat_lightning.training.loggers import SUITE_GROUP_PREFIX
 from nkat_lightning.training.pruning import SweepTrial
 from nkat_lightning.training.results import CONFIG_FILE
-
-DATA_SETS = ["mnist", "fashion_mnist", "emnist", "cifar10"]
 
 
 def chooses_data_set(override: str) -> bool:

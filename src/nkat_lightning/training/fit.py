@@ -39,7 +39,11 @@ from nkat_lightning.training.results import (
     save_resolved_config,
     write_json,
 )
-from nkat_lightning.training.run_lock import LOCK_FILE, RunFolderInUse, run_folder_lock
+from nkat_lightning.training.run_lock import (
+    RunFolderInUse,
+    remove_if_empty_run_folder,
+    run_folder_lock,
+)
 
 log = logging.getLogger(__name__)  # Hydra writes it to <run folder>/train.log
 SUMMARY_KEYS = ["data", "params", "lambda", "val_acc_best", "test_acc", "test_tpe", "epochs",
@@ -138,17 +142,6 @@ def train(cfg: DictConfig, trial: SweepTrial | None = None, step_offset: int = 0
         if rank_zero_only.rank == 0:
             remove_if_empty_run_folder(Path(cfg.paths.output_dir))
         raise
-
-
-def remove_if_empty_run_folder(run_dir: Path) -> None:
-    """Remove ``run_dir`` where it holds only what Hydra and the lock put there before the run
-    stopped (``.hydra/``, ``*.log``, the lock file): a config or data mistake leaves no empty
-    run folder. A folder with anything else in it is left as it is."""
-    if not run_dir.is_dir():
-        return
-    if all(entry.name in (".hydra", LOCK_FILE) or (entry.is_file() and entry.suffix == ".log")
-           for entry in run_dir.iterdir()):
-        shutil.rmtree(run_dir, ignore_errors=True)
 
 
 def build_trainer(cfg: DictConfig, resolved: dict, extra_callbacks: list, **settings) -> L.Trainer:

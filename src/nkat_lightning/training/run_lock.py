@@ -12,6 +12,7 @@ import fcntl
 import json
 import logging
 import os
+import shutil
 import socket
 import time
 from pathlib import Path
@@ -66,3 +67,14 @@ def run_folder_lock(run_dir: Path):
             os.ftruncate(fd, 0)  # released in order: the next holder has nothing to take over
     finally:
         os.close(fd)  # closing releases the flock
+
+
+def remove_if_empty_run_folder(run_dir: Path) -> None:
+    """Remove ``run_dir`` where it holds only what Hydra and the lock put there before the run
+    stopped (``.hydra/``, ``*.log``, the lock file): a config or data mistake leaves no empty
+    run folder. A folder with anything else in it is left as it is."""
+    if not run_dir.is_dir():
+        return
+    if all(entry.name in (".hydra", LOCK_FILE) or (entry.is_file() and entry.suffix == ".log")
+           for entry in run_dir.iterdir()):
+        shutil.rmtree(run_dir, ignore_errors=True)
