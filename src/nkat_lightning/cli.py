@@ -13,7 +13,9 @@ import contextlib
 import functools
 import os
 import sys
+from pathlib import Path
 
+from hydra.core.hydra_config import HydraConfig
 from hydra.errors import HydraException, MissingConfigException, OverrideParseException
 from omegaconf.errors import OmegaConfBaseException
 
@@ -21,6 +23,7 @@ from nkat_lightning.config.compose import in_multirun
 from nkat_lightning.config.schema import omegaconf_message
 from nkat_lightning.errors import UserError
 from nkat_lightning.quiet import quiet_third_party_noise
+from nkat_lightning.training.run_lock import RunFolderInUse, remove_if_empty_run_folder
 
 HYDRA_NOISE = ("Set the environment variable HYDRA_FULL_ERROR", "full_key:", "object_type=",
                "reference_type=")
@@ -116,7 +119,8 @@ def command(main):
 
 def job(task):
     """The boundary inside a Hydra app's task function: a single run exits there (before
-    Hydra reports the job as failed); in a multirun the error goes to the sweeper."""
+    Hydra reports the job as failed), leaving no run folder that holds only Hydra's own files;
+    in a multirun the error goes to the sweeper."""
 
     @functools.wraps(task)
     def wrapper(cfg):
@@ -124,6 +128,9 @@ def job(task):
             return task(cfg)
         except Exception as error:
             if not in_multirun():
+                if isinstance(error, UserError) and not isinstance(error, RunFolderInUse) and \
+                        HydraConfig.initialized():  # never another live run's folder
+                    remove_if_empty_run_folder(Path(HydraConfig.get().runtime.output_dir))
                 exit_with_user_message(error)
             raise
 

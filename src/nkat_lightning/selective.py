@@ -23,6 +23,7 @@ def selective_app(cfg: DictConfig) -> float:
     if not cfg.get("selective"):
         raise ConfigError("selective: the objective's settings are missing; add "
                           "hparams_search=stage2_selective")
+    from nkat_lightning.search.selective import selective_objective  # the training stack
 
     return selective_objective(cfg)  # run_suite rejects unknown data sets
 

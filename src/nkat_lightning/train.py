@@ -9,16 +9,12 @@ In a multirun each job returns ``optimized_metric`` (a validation metric) to the
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import hydra
 from omegaconf import DictConfig
 
 from nkat_lightning.cli import command, job
 from nkat_lightning.config.checks import validate_config
 from nkat_lightning.config.compose import CONFIG_DIR, in_multirun
-from nkat_lightning.errors import UserError
-from nkat_lightning.training.run_lock import remove_if_empty_run_folder
 
 
 @hydra.main(config_path=CONFIG_DIR, config_name="train")
@@ -27,11 +23,7 @@ def train_app(cfg: DictConfig) -> float | list[float] | None:
     """Train; in a multirun, return ``optimized_metric`` to the sweeper (a pruned run has told
     its trial PRUNED already, and the sweeper keeps that state). The config is checked before
     the training stack is imported, so a mistake in it is answered at once."""
-    try:
-        validate_config(cfg)
-    except UserError:
-        remove_if_empty_run_folder(Path(cfg.paths.output_dir))
-        raise
+    validate_config(cfg)
     from nkat_lightning.training.fit import objective, train
     from nkat_lightning.training.pruning import SweepTrial
 
