@@ -10,7 +10,7 @@ last line that counts the targets met. Timings interleave the models over severa
 take the median, so machine noise hits all of them alike. Peak memory is the CUDA allocator's
 peak on a GPU and the growth of the process's peak RSS on the CPU (each model measured in a
 fresh process, Linux; (a) and timm in training ``--memory-rounds`` times, median). It also
-times ``--help`` and a command's path to its first training step.
+times a command's path to its first training step.
 
     python benchmarks/throughput.py [--device cpu|cuda] [--precision 32-true|bf16-mixed]
                                     [--compile] [--channels-last] [--rounds 5]
@@ -196,8 +196,8 @@ def command_seconds(*args: str) -> float:
 
 
 def startup_times() -> dict[str, float]:
-    """Wall time of ``--help`` and of a run that stops after its first training step (on
-    synthetic MNIST files)."""
+    """Wall time of a run that stops after its first training step (on synthetic MNIST files;
+    ``--help`` and config errors: benchmarks/startup.py)."""
     from nkat_lightning.data.synthetic import write_mnist_like
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -206,7 +206,7 @@ def startup_times() -> dict[str, float]:
             "data=mnist", "trainer.max_steps=1", "trainer.limit_val_batches=0",
             "test_after_fit=false", "callbacks=minimal", "trainer.accelerator=cpu", "data.val_size=32",
             f"paths.data_dir={tmp}/data", f"hydra.run.dir={tmp}/run")
-    return {"--help": command_seconds("--help"), "to first training step": first_step}
+    return {"to first training step": first_step}
 
 
 def measure_memory(model_cfg: dict, variant: str, args, train: bool, rounds: int) -> float:

@@ -92,3 +92,18 @@ def test_interleaved_timer_leaves_out_warmup_and_the_bare_steps(monkeypatch):
         clock[0] += 1.0  # the loop's step and hooks
         timer.on_train_batch_end(None, None, None, None, batch_idx)
     assert timer.loop == [1.5] * 3 and timer.bare == [0.25] * 4
+
+
+def test_startup_prints_every_command_against_import_lightning():
+    out = run_script("startup.py", "--rounds", "1")
+    rows = re.findall(r"^(nkat-\S+ .+?)\s+(\d+\.\d+)\s+(\d+\.\d+) (OK|ABOVE) \(target <= 0.3\)$",
+                      out, flags=re.MULTILINE)
+    assert len(rows) == len(throughput_scripts()) + 1  # every --help and one config error
+    met = re.search(r"^targets met: (\d+) of (\d+)$", out, flags=re.MULTILINE)
+    assert met and int(met[2]) == len(rows)
+
+
+def throughput_scripts() -> dict:
+    import tomllib
+
+    return tomllib.loads((BENCHMARKS.parent / "pyproject.toml").read_text())["project"]["scripts"]
