@@ -1,3 +1,4 @@
+import dataclasses
 import inspect
 from pathlib import Path
 
@@ -8,6 +9,13 @@ from omegaconf import OmegaConf
 from helpers import compose_train
 from nkat_lightning.config.checks import validate_config
 from nkat_lightning.config.compose import CONFIG_DIR, run_name
+from nkat_lightning.config.schema import (
+    DATA_SETS,
+    AugConfig,
+    DataConfig,
+    OptimConfig,
+    RunConfig,
+)
 from nkat_lightning.errors import ConfigError
 from nkat_lightning.models import ModelConfig, NKATViT
 
@@ -105,3 +113,26 @@ def test_run_name_is_stable_and_path_safe():
     assert run_name("a=1,b=x/y") == "a=1,b=x_y"
     long = ",".join(f"k{i}=v" for i in range(60))
     assert run_name(long) == run_name(long) and len(run_name(long)) <= 100
+
+
+def test_the_default_job_is_the_schemas_defaults(tmp_path):
+    """One source per setting: the default job composes to the dataclasses' defaults, so the
+    Python API (``ModelConfig()``, ``NKATLitModule()``) is the CLI's default job. The data
+    group's facts and its offline folders are the data set's own."""
+    resolved = validate_config(compose_train([], tmp_path))
+    assert ModelConfig.from_dict(resolved["model"]) == ModelConfig()
+    assert OptimConfig.from_dict(resolved["optim"]) == OptimConfig()
+    assert AugConfig.from_dict(resolved["aug"]) == AugConfig()
+    assert RunConfig.of(resolved) == RunConfig()
+    loading = {f.name: f.default for f in dataclasses.fields(DataConfig)
+               if f.default is not dataclasses.MISSING and f.default != "???"}
+    assert {name: resolved["data"][name] for name in loading} == loading
+
+
+@pytest.mark.parametrize("data", DATA_SETS)
+def test_no_data_set_repeats_a_loading_default(data):
+    """A data set's YAML writes a loading setting only where it differs from the schema."""
+    written = OmegaConf.load(Path(CONFIG_DIR) / "data" / f"{data}.yaml")
+    defaults = {f.name: f.default for f in dataclasses.fields(DataConfig)
+                if f.default is not dataclasses.MISSING and f.default != "???"}
+    assert not [name for name, value in defaults.items() if written.get(name) == value]

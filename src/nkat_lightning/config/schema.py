@@ -296,7 +296,7 @@ class DataConfig(Schema):
     num_classes: int = setting(MISSING, ge=2)
     mean: list[float] = MISSING
     std: list[float] = MISSING
-    natural_images: bool = False  # flips and crops suit it (garments, objects; not digits or letters)
+    natural_images: bool = MISSING  # flips and crops suit it (garments, objects; not digits, letters)
     default_patch_size: dict[str, int] = MISSING  # per conv stem
     # loading
     batch_size: int = setting(128, ge=1)
@@ -334,12 +334,13 @@ class RandAugmentConfig(Schema):
 
 @dataclass
 class AugConfig(Schema):
-    """Augmentation packs (data/transforms.py); every knob is off unless a pack sets it."""
+    """Augmentation packs (data/transforms.py). The defaults are the default job's pack,
+    ``flip``; every other knob is off unless a pack sets it."""
 
     GROUP = "aug"
-    name: str = "none"
+    name: str = "flip"
     crop_padding: int = setting(0, ge=0)  # natural images: random crop after padding, px
-    hflip: float = setting(0.0, ge=0, le=1)  # natural images: horizontal flip probability
+    hflip: float = setting(0.5, ge=0, le=1)  # natural images: horizontal flip probability
     affine_degrees: float = setting(0.0, ge=0, le=180)  # digits/letters: random rotation
     affine_translate: float = setting(0.0, ge=0, le=1)  # digits/letters: shift, fraction
     randaugment: RandAugmentConfig = field(default_factory=RandAugmentConfig)
