@@ -1,10 +1,11 @@
 """``make gpu-check``: the GPU path end to end on an offline CUDA host, in one command.
 
-Installs the wheels of ``make gpu-wheels`` that the host lacks into a temporary folder (never
-over the host's torch), then runs, each part timed and logged into one output folder:
-``pytest -m gpu``; ``benchmarks/throughput.py --device cuda`` in fp32, bf16-mixed and
-bf16-mixed + compile; the default job on the real Fashion-MNIST with
-``trainer=gpu trainer.precision=bf16-mixed``. Standard library only until the wheels are in.
+Builds the checkout's own wheel (with the host's setuptools, offline) and installs it with the
+wheels of ``make gpu-wheels`` that the host lacks into a temporary folder (never over the
+host's torch), so the check runs the package as users install it; then runs, each part timed
+and logged into one output folder: ``pytest -m gpu``; ``benchmarks/throughput.py --device
+cuda`` in fp32, bf16-mixed and bf16-mixed + compile; the default job on the real Fashion-MNIST
+with ``trainer=gpu trainer.precision=bf16-mixed``. Standard library only until the wheels are in.
 """
 
 from __future__ import annotations
@@ -72,11 +73,18 @@ def install(wheels: list[Path], target: Path) -> None:
                         *map(str, wheels)], check=True)
 
 
+def build_project_wheel(dest: Path) -> Path:
+    """The checkout as a wheel (its configs inside), built offline with this Python's own
+    setuptools."""
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-index",
+                    "--no-build-isolation", "--wheel-dir", str(dest), str(ROOT)], check=True)
+    return next(dest.glob("nkat_lightning-*.whl"))
+
+
 def job_environment(site: Path) -> dict[str, str]:
-    """The checkout's sources and the installed wheels first on the path of every part."""
+    """The installed wheels (the project's among them) first on the path of every part."""
     env = dict(os.environ, PYTHONUNBUFFERED="1", WANDB_MODE="offline")
-    env["PYTHONPATH"] = os.pathsep.join(
-        p for p in (str(ROOT / "src"), str(site), env.get("PYTHONPATH", "")) if p)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(site), env.get("PYTHONPATH", "")) if p)
     return env
 
 
@@ -140,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix="nkat-gpu-check-"))
     site = scratch / "site"
-    wheels = wheels_to_install()
+    wheels = [build_project_wheel(scratch / "dist"), *wheels_to_install()]
     install(wheels, site)
     env = job_environment(site)
     host = describe_host(env)

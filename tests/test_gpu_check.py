@@ -49,14 +49,15 @@ def test_only_wheels_of_packages_this_python_lacks_are_installed(tmp_path):
     assert check.wheels_to_install(wheels) == [ours]
 
     site = tmp_path / "site"
-    check.install(check.wheels_to_install(wheels), site)
+    project_wheel = check.build_project_wheel(tmp_path / "dist")
+    check.install([project_wheel, *check.wheels_to_install(wheels)], site)
     assert (site / "nkat_gpu_probe" / "__init__.py").is_file() and not (site / "torch").exists()
     env = check.job_environment(site)
     done = subprocess.run([sys.executable, "-c", "import nkat_gpu_probe, nkat_lightning, torch;"
                            "print(nkat_gpu_probe.VALUE, nkat_lightning.__file__, torch.__file__)"],
                           env=env, capture_output=True, text=True, cwd=tmp_path, check=True)
     value, project, torch_file = done.stdout.split()
-    assert value == "42" and project.startswith(str(ROOT / "src"))
+    assert value == "42" and project.startswith(str(site))  # the package as users install it
     assert not torch_file.startswith(str(site))
 
 
