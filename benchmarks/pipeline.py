@@ -32,8 +32,7 @@ from torchvision.datasets import cifar
 
 from nkat_lightning.config.checks import validate_config
 from nkat_lightning.config.compose import CONFIG_DIR, compose_train_config
-from nkat_lightning.config.instantiate import build
-from nkat_lightning.data import transforms
+from nkat_lightning.data import build_datamodule, transforms
 from nkat_lightning.data.synthetic import write_all
 from nkat_lightning.training.fit import build_trainer
 from nkat_lightning.training.module import NKATLitModule
@@ -175,8 +174,8 @@ def augmentation_ms(datamodule, images: torch.Tensor) -> tuple[float, float, flo
         return milliseconds(lambda: transform(images, True)) - milliseconds(
             lambda: transform(images, False))
 
-    kornia = kornia_pack(datamodule.aug, datamodule.natural_images, datamodule.in_chans,
-                         datamodule.img_size)
+    kornia = kornia_pack(datamodule.aug.to_dict(), datamodule.config.natural_images,
+                         datamodule.config.in_chans, datamodule.config.img_size)
     floats = images.float() / 255
     return (added(), without_kernels(added),
             milliseconds(lambda: kornia(floats)) if kornia is not None else None)
@@ -230,7 +229,7 @@ def main() -> None:
                              "data.val_size=64"]
                 cfg = compose_train_config(overrides, Path(tempfile.mkdtemp(dir=tmp)), root)
                 resolved = validate_config(cfg)
-                datamodule = build(cfg.data, aug=resolved["aug"], _convert_="all")
+                datamodule = build_datamodule(resolved["data"], resolved["aug"])
                 datamodule.prepare_data()
                 datamodule.setup("fit")
                 x, y = next(iter(datamodule.train_dataloader()))

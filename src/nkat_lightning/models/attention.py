@@ -41,8 +41,12 @@ class MaskedWeight:
     def set_mask(self, mask: torch.Tensor) -> None:
         mask = mask.reshape(mask.shape + (1,) * (self.weight.ndim - 2))
         self.register_buffer("mask", mask, persistent=False)
+        self.zero_masked()
+
+    def zero_masked(self) -> None:
+        """Zero the weights outside the mask again (after a re-initialisation, e.g. timm's)."""
         with torch.no_grad():
-            self.weight.mul_(mask)
+            self.weight.mul_(self.mask)
 
     def masked_weight(self) -> torch.Tensor:
         return self.weight * self.mask

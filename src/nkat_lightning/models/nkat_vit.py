@@ -8,7 +8,7 @@ import torch
 from timm.models.vision_transformer import VisionTransformer
 
 from nkat_lightning.config.schema import ModelConfig
-from nkat_lightning.models.attention import NKATAttention
+from nkat_lightning.models.attention import MaskedWeight, NKATAttention
 from nkat_lightning.models.embedding import NKATEmbed
 
 
@@ -37,6 +37,9 @@ class NKATViT(VisionTransformer):
         self.config = config
         for index, attn in enumerate(self.nkat_attentions()):
             attn.layer_index = index
+        for module in self.modules():  # timm's weight init ran after the layers masked theirs
+            if isinstance(module, MaskedWeight):
+                module.zero_masked()
 
     def nkat_attentions(self) -> list[NKATAttention]:
         return [block.attn for block in self.blocks]
