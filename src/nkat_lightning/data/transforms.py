@@ -1,34 +1,27 @@
 """The augmentation packs, on whole batches wherever the batch is (the GPU when there is one).
 
-Every random op is drawn per image and applied to the whole batch at once. On the CPU the C++
-kernels take the batch in one call each, images in parallel: the crop and flip, or the affine,
-straight from the loader's uint8 batch to floats (``csrc/spatial.cpp``), RandAugment's ops
-(``csrc/randaugment.cpp``) and Cutout. Elsewhere (the GPU), or without a compiler, torch's ops
-run from the same draws in the same order: a crop, flip, channel order or affine per image
-from one tensor op each, RandAugment with one batched call for all images that drew the same
-kind of op (``PerImageRandAugment``), Cutout one masked fill. They are the reference the
-kernels are tested against. Normalisation comes after the random ops, then Cutout.
-Mixup/CutMix run in the LightningModule, since they mix labels too.
+Every random op is drawn per image and applied to the whole batch at once with torch's ops, the
+same on every device: a crop, flip, channel order or affine per image from one tensor op each,
+RandAugment with one batched call for all images that drew the same kind of op
+(``PerImageRandAugment``), Cutout one masked fill. Normalisation comes after the random ops,
+then Cutout. Mixup/CutMix run in the LightningModule, since they mix labels too.
 
 Why not Kornia's ``kornia.augmentation``, which is made for batched per-sample augmentation:
 on the CPU its per-call overhead is several milliseconds (``benchmarks/pipeline.py`` prints
-both side by side), a tenth of a compact model's step; these ops cost well under a
-millisecond. torchvision's v2 transforms draw one set of parameters per call, shared by the
-batch.
+both side by side), a tenth of a compact model's step. torchvision's v2 transforms draw one
+set of parameters per call, shared by the batch.
 """
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torchvision.transforms import v2
 
 from nkat_lightning.config.schema import AugConfig
-from nkat_lightning.native import build_cpu_op
 
 functional = v2.functional
 
@@ -45,26 +38,6 @@ FIXED = {"Identity": None, "Posterize": 4.0, "Solarize": 1.0, "AutoContrast": No
 OPS = [*GEOMETRIC, *BLENDS, *FIXED]
 FULL_MAGNITUDE = torch.tensor([*GEOMETRIC.values(), *[BLEND_MAGNITUDE] * len(BLENDS),
                                *[0.0 if full is None else full for full in FIXED.values()]])
-# each op's kind in csrc/randaugment.cpp (its enum Kind); every geometric op is a warp (1)
-KIND = {"Identity": 0, "Brightness": 2, "Color": 3, "Contrast": 4, "Sharpness": 5,
-        "Posterize": 6, "Solarize": 7, "AutoContrast": 8, "Equalize": 9}
-KINDS = torch.tensor([KIND.get(name, 1) for name in OPS])
-KERNEL_SWITCH = "NKAT_CPU_AUGMENT_KERNEL"  # "0": torch's ops on the CPU too
-SOURCES = [Path(__file__).with_name("csrc") / name for name in ("randaugment.cpp", "spatial.cpp")]
-
-
-@functools.cache
-def cpu_kernel():
-    """The C++ augmentation ops, ``torch.ops.nkat``'s ``randaugment_``, ``crop_flip``,
-    ``affine`` and ``cutout_``, built on first use; None (said once) where they cannot be built or
-    ``NKAT_CPU_AUGMENT_KERNEL=0``."""
-    built = build_cpu_op("randaugment_", SOURCES, KERNEL_SWITCH,
-                         "augmentation on the CPU uses torch's slower batched ops",
-                         "C++ augmentation kernel",
-                         flags=("-fno-trapping-math",))  # so that floor vectorises
-    return None if built is None else torch.ops.nkat
-
-
 def posterize(images: torch.Tensor, bits: int) -> torch.Tensor:
     """torchvision's posterize, and the identity at 8 bits, as it is for the 8-bit images
     these come from (torchvision's float posterize would round k/255 down to k/256)."""
@@ -121,11 +94,8 @@ def warp(images: torch.Tensor, theta: torch.Tensor, mode: str = "bilinear") -> t
 class PerImageRandAugment:
     """RandAugment (``n`` ops of magnitude ``m`` out of 30) on a float batch in [0, 1], the ops
     and their signs drawn per image as the paper and timm do. Geometric ops warp with nearest
-    resampling, as torchvision's RandAugment.
-
-    On the CPU the batch is one call of ``csrc/randaugment.cpp`` (every image its own ops, in
-    parallel); elsewhere, or without a C++ compiler, torch's ops per layer: one warp for every
-    image that drew a geometric op, one call per other op for the images that drew it."""
+    resampling, as torchvision's RandAugment. Per layer, one warp for every image that drew a
+    geometric op and one call per other op for the images that drew it."""
 
     def __init__(self, n: int, m: int) -> None:
         self.n, self.m = n, m
@@ -145,10 +115,6 @@ class PerImageRandAugment:
         drawn = torch.stack([ops for ops, _ in draws], dim=1)  # (b, n)
         negative = torch.stack([sign for _, sign in draws], dim=1)
         parameter, theta = self.parameters[drawn, negative], self.thetas[drawn, negative]
-        kernel = cpu_kernel() if images.device.type == "cpu" else None
-        if kernel is not None and images.dtype == torch.float32:
-            kernel.randaugment_(images, KINDS[drawn], parameter, theta)  # every layer at once
-            return images
         for layer in range(self.n):
             self.torch_layer(images, drawn[:, layer], parameter[:, layer], theta[:, layer])
         return images
@@ -225,39 +191,13 @@ def random_affine(images: torch.Tensor, degrees: float, translate: float) -> tor
     return warp(images, affine_theta(len(images), degrees, translate))
 
 
-def to_float_on_cpu_kernel(images: torch.Tensor, ops: list) -> tuple[torch.Tensor, list] | None:
-    """A uint8 CPU batch as floats in [0, 1] with the pack's leading crop and flip, or its
-    affine, done in the same pass by the C++ kernel (``csrc/spatial.cpp``), from the same draws
-    in the same order as the torch ops (so the same images); with the ops still to run. None
-    where the kernel cannot take the batch."""
-    kernel = cpu_kernel() if images.device.type == "cpu" and images.dtype == torch.uint8 else None
-    if kernel is None or images.ndim != 4:
-        return None
-    names = [name for name, _ in ops]
-    b = len(images)
-    if names[:1] == ["affine"]:  # ops[i][1]: the functools.partial of build_augmentation
-        return kernel.affine(images, affine_theta(b, **ops[0][1].keywords)), ops[1:]
-    used = 1 if names[:1] == ["crop"] else 0
-    padding = ops[0][1].keywords["padding"] if used else 0
-    top, left = crop_offsets(b, padding) if used else (torch.zeros(b, dtype=torch.long),) * 2
-    flip = torch.zeros(b, dtype=torch.bool)
-    if names[used:used + 1] == ["flip"]:
-        flip, used = flip_draws(b, ops[used][1].keywords["p"]), used + 1
-    return kernel.crop_flip(images, top, left, flip, padding), ops[used:]
-
-
 def random_cutout_(images: torch.Tensor, size: int) -> torch.Tensor:
     """One ``size`` x ``size`` square per image, at a random place inside it, set to 0 (the
-    mean, after normalisation), in place: timm's ``RandomErasing`` at a fixed square area,
-    whose loop over the images costs about 3 ms per batch of 128 on the CPU, where the C++
-    kernel's fill costs a few hundredths and torch's masked fill (the GPU path) 0.2-0.4
-    (``benchmarks/pipeline.py`` prints them)."""
+    mean, after normalisation), in place, with one masked fill: timm's ``RandomErasing`` at
+    a fixed square area, whose loop over the images costs about ten times as much on the CPU
+    (``benchmarks/pipeline.py`` prints both)."""
     b, _, h, w = images.shape
     top, left = torch.randint(h - size + 1, (b,)), torch.randint(w - size + 1, (b,))
-    kernel = cpu_kernel() if images.device.type == "cpu" else None
-    if kernel is not None and images.dtype == torch.float32 and images.is_contiguous():
-        kernel.cutout_(images, top, left, size)
-        return images
     device = images.device  # drawn on the CPU, as every op here, then the mask built there
     top, left = top.to(device)[:, None, None, None], left.to(device)[:, None, None, None]
     rows, cols = torch.arange(h, device=device)[:, None], torch.arange(w, device=device)
@@ -303,10 +243,8 @@ class BatchTransform:
         self.augmentation = build_augmentation(aug, natural_images, len(self.mean))
 
     def __call__(self, images: torch.Tensor, train: bool) -> torch.Tensor:
-        ops = self.augmentation if train else []
-        fused = to_float_on_cpu_kernel(images, ops) if ops else None
-        x, ops = fused or (functional.to_dtype(images, torch.float32, scale=True), ops)
-        for _, op in ops:
+        x = functional.to_dtype(images, torch.float32, scale=True)
+        for _, op in self.augmentation if train else []:
             x = op(x)
         x = functional.normalize(x, self.mean, self.std, inplace=x is not images)
         if train and self.cutout:
