@@ -73,3 +73,34 @@ def assert_checkpoint_loads(path) -> None:
     state = module.state_dict()
     for key, value in checkpoint["state_dict"].items():
         torch.testing.assert_close(state[key], value, msg=f"{path}: {key}")
+
+
+def probe_forward(monkeypatch) -> list[dict]:
+    """What each forward of the LightningModule saw in a run, appended to the returned list:
+    the autocast state and dtype, the logits' dtype, whether the input and a conv's
+    weights were channels-last, and whether the network ran compiled."""
+    import torch
+
+    from nkat_lightning.training.module import NKATLitModule
+
+    seen: list[dict] = []
+    original = NKATLitModule.forward
+
+    def forward(self, x):
+        logits = original(self, x)
+        device = x.device.type
+        conv = next((m for m in self.net.modules() if isinstance(m, torch.nn.Conv2d) and
+                     m.in_channels > 1 and m.weight[0, 0].numel() > 1), None)  # has a layout
+        seen.append({
+            "autocast": torch.is_autocast_enabled(device) and torch.get_autocast_dtype(device),
+            "logits": logits.dtype,
+            "input_channels_last": x.is_contiguous(memory_format=torch.channels_last)
+            and (x.shape[1] == 1 or not x.is_contiguous()),  # one channel: both layouts alike
+            "weight_channels_last": conv is not None and conv.weight.is_contiguous(
+                memory_format=torch.channels_last) and not conv.weight.is_contiguous(),
+            "compiled": self.net._compiled_call_impl is not None,
+        })
+        return logits
+
+    monkeypatch.setattr(NKATLitModule, "forward", forward)
+    return seen

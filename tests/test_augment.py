@@ -18,6 +18,7 @@ from nkat_lightning.data.transforms import (
     PerImageRandAugment,
     build_augmentation,
     fixed_op,
+    functional,
     geometric_theta,
     op_parameters,
     random_affine,
@@ -25,6 +26,7 @@ from nkat_lightning.data.transforms import (
     random_crop,
     random_cutout_,
     random_flip,
+    smoothed,
     warp,
 )
 from nkat_lightning.errors import ConfigError
@@ -271,3 +273,9 @@ def test_every_pack_is_seeded_and_keeps_the_batch_shape(pack, natural_images, sh
     evaluated = transform(images, train=False)
     random_ops = bool(transform.augmentation or transform.cutout)  # (digits are never flipped)
     assert torch.equal(first, evaluated) == (not random_ops)
+
+
+@pytest.mark.parametrize("shape", [(5, 3, 32, 32), (2, 1, 3, 3), (2, 1, 2, 7), (0, 3, 8, 8)])
+def test_smoothing_is_torchvisions_sharpness_at_zero(shape):
+    images = torch.rand(shape)
+    torch.testing.assert_close(smoothed(images), functional.adjust_sharpness(images, 0.0))

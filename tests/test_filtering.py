@@ -168,3 +168,30 @@ def test_every_filtered_path_gives_the_definition_and_its_gradient(implementatio
     attn.eval()
     with torch.inference_mode():
         torch.testing.assert_close(attn(x), expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+def test_compiled_top_k_top_p_has_no_graph_break(implementation, training):
+    """The filter is a custom op (fake and autograd registered): a compiled NKAT-ViT with top-k
+    and top-p is one graph (``fullgraph=True`` refuses any break), and its outputs and
+    gradients are the eager model's."""
+    from nkat_lightning.models import ModelConfig, NKATViT
+
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    model = NKATViT(ModelConfig(embed_dim=32, num_heads=2, top_k=4, top_p=0.9)).train(training)
+    x = torch.randn(3, 1, 28, 28)
+    explanation = torch._dynamo.explain(model)(x)
+    assert explanation.graph_break_count == 0, explanation.break_reasons
+    compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
+    with torch.random.fork_rng():
+        eager = model(x)
+    torch.testing.assert_close(compiled(x), eager)
+    if training:
+        compiled(x).sum().backward()
+        grads = [p.grad.clone() for p in model.parameters() if p.grad is not None]
+        model.zero_grad()
+        model(x).sum().backward()
+        for compiled_grad, p in zip(grads, [p for p in model.parameters() if p.grad is not None],
+                                    strict=True):
+            torch.testing.assert_close(compiled_grad, p.grad)

@@ -5,7 +5,7 @@ import subprocess
 import pytest
 import torch
 
-from helpers import SUBPROCESS_ENV, TINY_MODEL, compose_train, module_command
+from helpers import SUBPROCESS_ENV, TINY_MODEL, compose_train, module_command, probe_forward
 from nkat_lightning.models import ModelConfig, NKATViT
 from nkat_lightning.training.fit import train
 
@@ -29,26 +29,39 @@ def fit(overrides: list[str], tmp_path, synthetic_root) -> dict:
 
 
 @pytest.mark.parametrize("precision", ["bf16-mixed", "32-true"])
-def test_fit_and_test_on_the_gpu(precision, synthetic_root, tmp_path):
+def test_fit_and_test_on_the_gpu(precision, synthetic_root, tmp_path, monkeypatch):
+    seen = probe_forward(monkeypatch)
     results = fit([f"trainer.precision={precision}", *NKAT], tmp_path, synthetic_root)
     assert results["test_acc"] is not None and 0 <= results["test_acc"] <= 1
+    dtype = torch.bfloat16 if precision == "bf16-mixed" else torch.float32
+    assert seen and all(s["logits"] == dtype for s in seen)
+    assert all(s["autocast"] == (torch.bfloat16 if precision == "bf16-mixed" else False)
+               for s in seen)
     checkpoint = torch.load(results["best_ckpt"], weights_only=True, map_location="cpu")
     assert all(t.dtype == torch.float32 for t in checkpoint["state_dict"].values()
                if t.is_floating_point())  # mixed precision keeps fp32 master weights
 
 
-def test_compiled_run_on_the_gpu(synthetic_root, tmp_path):
+def test_compiled_run_on_the_gpu(synthetic_root, tmp_path, monkeypatch):
+    """As its CPU twin: the compiled network ran (in one graph: the filter is a custom op)."""
     torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    seen = probe_forward(monkeypatch)
     results = fit(["trainer.precision=bf16-mixed", "model.compile=true", *NKAT], tmp_path,
                   synthetic_root)
     assert results["test_acc"] is not None
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] >= 1
+    assert not torch._dynamo.utils.counters["graph_break"]
+    assert any(s["compiled"] and s["autocast"] == torch.bfloat16 for s in seen)
     torch._dynamo.reset()
 
 
-def test_channels_last_on_the_gpu(synthetic_root, tmp_path):
+def test_channels_last_on_the_gpu(synthetic_root, tmp_path, monkeypatch):
+    seen = probe_forward(monkeypatch)
     results = fit(["trainer.precision=bf16-mixed", "model.channels_last=true"], tmp_path,
                   synthetic_root)
     assert results["test_acc"] is not None
+    assert seen and all(s["input_channels_last"] and s["weight_channels_last"] for s in seen)
 
 
 def test_ema_averages_on_the_gpu_and_its_weights_are_saved_and_tested(synthetic_root, tmp_path):

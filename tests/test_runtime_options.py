@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from helpers import FAST, TINY_MODEL, compose_train
+from helpers import FAST, TINY_MODEL, compose_train, probe_forward
 from nkat_lightning.models import ModelConfig, NKATViT
 from nkat_lightning.training.fit import train
 from nkat_lightning.training.module import NKATLitModule
@@ -44,10 +44,12 @@ def test_compiled_run_trains_compiled_and_saves_plain_checkpoints(synthetic_root
     torch._dynamo.reset()
 
 
-def test_channels_last_changes_the_layout_not_the_result(synthetic_root, tmp_path):
+def test_channels_last_changes_the_layout_not_the_result(synthetic_root, tmp_path, monkeypatch):
+    seen = probe_forward(monkeypatch)
     cfg = compose_train(["data=mnist", *STEM_MODEL, *FAST, "model.channels_last=true"],
                         tmp_path, data_root=synthetic_root)
     results = train(cfg)
+    assert seen and all(s["input_channels_last"] and s["weight_channels_last"] for s in seen)
     net, checkpoint = plain_network(results["best_ckpt"])
     module = NKATLitModule(**checkpoint["hyper_parameters"]).eval()
     module.load_state_dict(checkpoint["state_dict"])
@@ -69,13 +71,17 @@ def test_runtime_options_leave_the_network_unchanged():
         torch.testing.assert_close(value, run_options.state_dict()[key])
 
 
-def test_bf16_mixed_trains_every_attention_path_on_cpu(synthetic_root, tmp_path):
-    """bf16 autocast through the filtered softmax, the modulation and the learned temperature."""
+def test_bf16_mixed_trains_every_attention_path_on_cpu(synthetic_root, tmp_path, monkeypatch):
+    """bf16 autocast through the filtered softmax, the modulation and the learned temperature:
+    the forward runs under bf16 autocast, and fp32 master weights are saved."""
+    seen = probe_forward(monkeypatch)
     cfg = compose_train(["data=mnist", *STEM_MODEL, *FAST, "trainer.precision=bf16-mixed",
                          "model.top_k=3", "model.top_p=0.9", "model.nkat_strength=0.5",
                          "model.learnable_temperature=true"], tmp_path, data_root=synthetic_root)
     results = train(cfg)
     assert 0 <= results["test_acc"] <= 1
+    assert seen and all(s["autocast"] == torch.bfloat16 and s["logits"] == torch.bfloat16
+                        for s in seen)
     checkpoint = torch.load(results["best_ckpt"], weights_only=True)
     assert all(value.dtype != torch.bfloat16 for value in checkpoint["state_dict"].values())
 

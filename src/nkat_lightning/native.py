@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import os
 import platform
+import sys
 from pathlib import Path
 
 import torch
@@ -30,13 +31,20 @@ def simd_flags() -> list[str]:
     return ["-mavx2", "-mfma"] if {"avx2", "fma"} <= set(flags) else []
 
 
-def build_cpu_op(name: str, sources: list[Path], switch: str, fallback: str, what: str,
-                 flags: tuple[str, ...] = ()):
-    """``torch.ops.nkat.<name>`` built from ``sources`` (one library: the other ops they define
-    are then in ``torch.ops.nkat`` too) with the compiler's ``flags`` on top of the common ones;
-    None where the environment variable ``switch`` is "0", or, with one warning (``fallback``:
-    what runs instead; ``what``: the kernel), where it cannot be built. Callers cache the
-    answer."""
+def say_if_building(library: str, what: str) -> None:
+    """One line on screen before a first build (about 15 s), which would otherwise look like a
+    hang; nothing when the cached build is there."""
+    from torch.utils.cpp_extension import _get_build_directory
+
+    if not list(Path(_get_build_directory(library, verbose=False)).glob(f"{library}*.so")):
+        print(f"building the {what} kernel once (about 15-40 s; cached in "
+              "~/.cache/torch_extensions)", file=sys.stderr, flush=True)
+
+
+def build_cpu_op(name: str, sources: list[Path], switch: str, fallback: str, what: str):
+    """``torch.ops.nkat.<name>`` built from ``sources``; None where the environment variable
+    ``switch`` is "0", or, with one warning (``fallback``: what runs instead; ``what``: the
+    kernel), where it cannot be built. Callers cache the answer."""
     if os.environ.get(switch, "1") == "0":
         return None
     quiet = logging.getLogger("torch.utils.cpp_extension")  # "No CUDA runtime is found" on import
@@ -46,9 +54,10 @@ def build_cpu_op(name: str, sources: list[Path], switch: str, fallback: str, wha
         from torch.utils.cpp_extension import load
 
         simd = simd_flags()
-        load(name=f"nkat_{name}" + "".join("_" + flag.strip("-") for flag in simd),
-             sources=[str(path) for path in sources],
-             extra_cflags=["-O3", "-fopenmp", *flags, *simd],
+        library = f"nkat_{name}" + "".join("_" + flag.strip("-") for flag in simd)
+        say_if_building(library, what)
+        load(name=library, sources=[str(path) for path in sources],
+             extra_cflags=["-O3", "-fopenmp", *simd],
              is_python_module=False, verbose=False)
         return getattr(torch.ops.nkat, name)
     except Exception as error:  # no compiler, no headers, a read-only cache: all mean "not here"

@@ -1,5 +1,6 @@
 // Top-k then top-p filtering of attention logits on the CPU, registered as
-// torch.ops.nkat.filtered_rows. Hand-written because torch's CPU topk costs about three times
+// torch.ops.nkat.filtered_rows_cpu: the CPU kernel of the custom op nkat::filtered_rows
+// (models/filtering.py, which gives it its fake, autograd and other devices). Hand-written because torch's CPU topk costs about three times
 // a whole fused attention at 49 tokens (a partial sort with its own allocations per row);
 // here 32 rows are filtered together in SIMD lanes, branch-free, blocks in parallel.
 //
@@ -226,7 +227,7 @@ at::Tensor filtered_rows(const at::Tensor& logits, int64_t k, double p, bool pro
 }  // namespace
 
 TORCH_LIBRARY_FRAGMENT(nkat, m) {
-  m.def("filtered_rows(Tensor logits, int k, float p, bool probabilities) -> Tensor");
+  m.def("filtered_rows_cpu(Tensor logits, int k, float p, bool probabilities) -> Tensor");
 }
 
-TORCH_LIBRARY_IMPL(nkat, CPU, m) { m.impl("filtered_rows", &filtered_rows); }
+TORCH_LIBRARY_IMPL(nkat, CPU, m) { m.impl("filtered_rows_cpu", &filtered_rows); }
