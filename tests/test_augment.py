@@ -10,6 +10,7 @@ from timm.loss import SoftTargetCrossEntropy
 from helpers import FAST, TINY_MODEL, compose_train
 from nkat_lightning.config.checks import validate_config
 from nkat_lightning.config.schema import AugConfig
+from nkat_lightning.data import transforms
 from nkat_lightning.data.transforms import (
     BLENDS,
     GEOMETRIC,
@@ -279,3 +280,19 @@ def test_every_pack_is_seeded_and_keeps_the_batch_shape(pack, natural_images, sh
 def test_smoothing_is_torchvisions_sharpness_at_zero(shape):
     images = torch.rand(shape)
     torch.testing.assert_close(smoothed(images), functional.adjust_sharpness(images, 0.0))
+
+
+def test_pixel_moves_on_uint8_give_the_float_result(tmp_path):
+    """Crop, flip and channel shuffle run on the uint8 batch before its conversion: the same
+    images as running every op on the floats, from the same draws."""
+    aug = aug_of("strong", tmp_path, "aug.channel_shuffle=0.5", "aug.cutout=0")
+    transform = BatchTransform(aug, mean=(0.0,) * 3, std=(1.0,) * 3, natural_images=True)
+    assert [name for name, _ in transform.augmentation][:3] == list(transforms.PIXEL_MOVES)
+    images = torch.randint(0, 256, (16, 3, 32, 32), dtype=torch.uint8)
+    torch.manual_seed(4)
+    moved_first = transform(images, train=True)
+    torch.manual_seed(4)
+    x = images.float() / 255
+    for _, op in transform.augmentation:
+        x = op(x)
+    torch.testing.assert_close(moved_first, x)

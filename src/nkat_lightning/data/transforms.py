@@ -246,10 +246,15 @@ def build_augmentation(aug: AugConfig, natural_images: bool, in_chans: int
     return ops
 
 
+#: Ops that only move or zero pixels: exact on the loaders' uint8 batch, where they move a
+#: quarter of the bytes they would move on floats, so they run before the conversion.
+PIXEL_MOVES = ("crop", "flip", "channel_shuffle")
+
+
 class BatchTransform:
     """uint8 batch -> normalised float batch, on all images at once wherever the batch is. In
-    training it applies the pack's random ops before normalising and Cutout of ``aug.cutout``
-    px after."""
+    training it applies the pack's random ops before normalising (those that only move pixels
+    on the uint8 batch, before its conversion) and Cutout of ``aug.cutout`` px after."""
 
     def __init__(self, aug: AugConfig | dict, mean: Sequence[float], std: Sequence[float],
                  natural_images: bool = False) -> None:
@@ -259,8 +264,12 @@ class BatchTransform:
         self.augmentation = build_augmentation(aug, natural_images, len(self.mean))
 
     def __call__(self, images: torch.Tensor, train: bool) -> torch.Tensor:
+        ops = self.augmentation if train else []
+        moves = next((i for i, (name, _) in enumerate(ops) if name not in PIXEL_MOVES), len(ops))
+        for _, op in ops[:moves]:
+            images = op(images)
         x = functional.to_dtype(images, torch.float32, scale=True)
-        for _, op in self.augmentation if train else []:
+        for _, op in ops[moves:]:
             x = op(x)
         x = functional.normalize(x, self.mean, self.std, inplace=x is not images)
         if train and self.cutout:
