@@ -9,7 +9,8 @@ target (``TARGETS``, and peak training memory (a)/timm <= 1.05 at the stage-2 pr
 last line that counts the targets met. Timings interleave the models over several rounds and
 take the median, so machine noise hits all of them alike. Peak memory is the CUDA allocator's
 peak on a GPU and the growth of the process's peak RSS on the CPU (each model measured in a
-fresh process, Linux; (a) and timm in training ``--memory-rounds`` times, median). It also
+fresh process, Linux; (a) and timm in training ``--memory-rounds`` times, median; the other
+variants with ``--memory-all``). It also
 times a command's path to its first training step.
 
     python benchmarks/throughput.py [--device cpu|cuda] [--precision 32-true|bf16-mixed]
@@ -219,6 +220,10 @@ def measure_memory(model_cfg: dict, variant: str, args, train: bool, rounds: int
     return statistics.median(values)
 
 
+def megabytes(value: float) -> str:
+    return f"{'-':>9}" if math.isnan(value) else f"{value:9.0f}"
+
+
 def run_shape(name: str, model_cfg: dict, args, verdicts: list[tuple[str, bool]]) -> None:
     variants = ["timm", *VARIANTS]
     benches = {v: Bench(model_cfg, v, args) for v in variants}
@@ -232,10 +237,11 @@ def run_shape(name: str, model_cfg: dict, args, verdicts: list[tuple[str, bool]]
             step = bench.train_step if kind == "train" else bench.infer_step
             rates[v, kind].append(bench.rate(step, args.steps, args.min_seconds))
     median = {key: statistics.median(values) for key, values in rates.items()}
+    measured = variants if args.memory_all else ["timm", "(a) plain"]  # the target's pair
     memory = {(v, kind): measure_memory(model_cfg, v, args, kind == "train",
                                         args.memory_rounds if v in ("timm", "(a) plain")
                                         and kind == "train" else 1)
-              if args.memory_rounds else math.nan
+              if args.memory_rounds and v in measured else math.nan
               for v in variants for kind in ("train", "infer")}
     plain = benches["(a) plain"].model
     params = sum(p.numel() for p in plain.parameters())
@@ -248,7 +254,7 @@ def run_shape(name: str, model_cfg: dict, args, verdicts: list[tuple[str, bool]]
     for v in variants:
         spread = [(max(rates[v, k]) - min(rates[v, k])) / median[v, k] for k in ("train", "infer")]
         print(f"  {v:18} {median[v, 'train']:12.0f} {median[v, 'infer']:12.0f} "
-              f"{memory[v, 'train']:9.0f} {memory[v, 'infer']:9.0f}   "
+              f"{megabytes(memory[v, 'train'])} {megabytes(memory[v, 'infer'])}   "
               f"{spread[0]:.0%}, {spread[1]:.0%}")
     for model, peer, *least in TARGETS:
         for kind, target in zip(("train", "infer"), least, strict=True):
@@ -285,6 +291,9 @@ def main() -> None:
     parser.add_argument("--memory-rounds", type=int, default=3,
                         help="fresh processes for the training memory of (a) and timm (median);"
                              " 0: no memory figures")
+    parser.add_argument("--memory-all", action="store_true",
+                        help="the memory of every variant (a fresh process each), not only of "
+                             "(a) and timm")
     parser.add_argument("--no-startup", action="store_true", help="skip the command timings")
     args = parser.parse_args()
     shapes = [(name, PRESETS[name]) for name in args.presets]

@@ -25,7 +25,7 @@ ROOT = GPU_DIR.parent
 WHEELS = GPU_DIR / "wheels"
 DATA = GPU_DIR / "data" / "fashion-mnist"
 # the memory figures (a fresh process with its own CUDA start per model) once, in fp32
-THROUGHPUT = {"fp32": ["--memory-rounds", "1"],
+THROUGHPUT = {"fp32": ["--memory-rounds", "1", "--memory-all"],
               "bf16": ["--precision", "bf16-mixed", "--memory-rounds", "0"],
               "bf16_compile": ["--precision", "bf16-mixed", "--compile", "--memory-rounds", "0"]}
 
