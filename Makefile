@@ -33,8 +33,9 @@ postgres:
 train: install data
 	$(BIN)/python -m nkat_lightning.train $(ARGS)
 
+# Every test, the slow ones included, on every core (pytest-xdist), the 15 slowest named.
 test: install data postgres
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto --durations=15
 
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow"

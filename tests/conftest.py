@@ -8,7 +8,12 @@ from torchvision.datasets import cifar
 from nkat_lightning.data.synthetic import write_all
 
 os.environ.setdefault("WANDB_MODE", "offline")
-torch.set_num_threads(min(2, torch.get_num_threads()))
+# The cores shared out among pytest-xdist's workers, for this process and the commands its tests
+# start (OMP_NUM_THREADS): more threads than cores make OpenMP's waiting threads spin against
+# each other, which slowed the heaviest tests ten-fold.
+THREADS = max(1, min(2, (os.cpu_count() or 1) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", 1))))
+torch.set_num_threads(THREADS)
+os.environ["OMP_NUM_THREADS"] = str(THREADS)
 
 CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 

@@ -59,7 +59,7 @@ def test_pipeline_prints_the_loop_ratio_for_every_data_set_and_pack():
     import pipeline
 
     out = run_script("pipeline.py", "--batches", "1", "--rounds", "1", "--batch-size", "16")
-    rows = re.findall(r"^(\w+), aug=(\w+) +\d+ +\d+ +\d+ +(\d\.\d{3}) +\d\.\d{3}-\d\.\d{3} "
+    rows = re.findall(r"^(\w+), aug=(\w+) +\d+ +\d+ +\d+ +(\d+\.\d{3}) +\d+\.\d{3}-\d+\.\d{3} "
                       r">= (\d\.\d\d) (OK|BELOW) +-?\d+\.\d+ ", out, flags=re.MULTILINE)
     assert {(data, pack) for data, pack, *_ in rows} == {
         (data, pack) for data in pipeline.DATA_SETS for pack in pipeline.PACKS}
