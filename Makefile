@@ -17,7 +17,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 # The real Fashion-MNIST, offline, from Debian's package (the default job's data), and a C++
-# compiler for the CPU kernels (csrc/: filtered attention, RandAugment), built on first use.
+# compiler for the CPU kernel of the top-k/top-p attention filter (csrc/), built on first use.
 data:
 	@[ -f $(FASHION_MNIST) ] || { $(SUDO) apt-get update -qq && \
 	  $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist; }

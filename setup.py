@@ -11,5 +11,6 @@ CONFIGS = ["nkat_lightning.conf", *(f"nkat_lightning.conf.{group}"
 setup(
     packages=[*find_namespace_packages("src"), *CONFIGS],
     package_dir={"": "src", "nkat_lightning.conf": "conf"},
-    package_data={name: ["*.yaml"] for name in CONFIGS},
+    # here, not in pyproject.toml, whose package-data would replace this whole mapping
+    package_data={"nkat_lightning": ["models/csrc/*.cpp"], **{name: ["*.yaml"] for name in CONFIGS}},
 )

@@ -8,6 +8,7 @@ itself, its configs and its console scripts come from the wheel alone."""
 
 import json
 import os
+import shutil
 import site
 import subprocess
 import sys
@@ -52,8 +53,14 @@ trainer:
 def installed(tmp_path_factory) -> Path:
     """A fresh virtual environment holding the wheel; returns its bin folder."""
     work = tmp_path_factory.mktemp("wheel")
+    tracked = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True,
+                             check=True).stdout.decode().split("\0")
+    source = work / "source"  # built from a copy: setuptools writes its build files in the tree
+    for name in filter(None, tracked):
+        (source / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO / name, source / name)
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
-                    "--quiet", "--wheel-dir", str(work / "dist"), str(REPO)], check=True,
+                    "--quiet", "--wheel-dir", str(work / "dist"), str(source)], check=True,
                    cwd=work, timeout=600)
     wheel = next((work / "dist").glob("nkat_lightning-*.whl"))
     venv = work / "venv"
