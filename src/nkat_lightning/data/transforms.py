@@ -130,11 +130,11 @@ class PerImageRandAugment:
         negative = torch.stack([sign for _, sign in draws], dim=1)
         parameter, theta = self.parameters[drawn, negative], self.thetas[drawn, negative]
         for layer in range(self.n):
-            self.torch_layer(images, drawn[:, layer], parameter[:, layer], theta[:, layer])
+            self.apply_layer(images, drawn[:, layer], parameter[:, layer], theta[:, layer])
         return images
 
     @staticmethod
-    def torch_layer(images: torch.Tensor, drawn: torch.Tensor, parameter: torch.Tensor,
+    def apply_layer(images: torch.Tensor, drawn: torch.Tensor, parameter: torch.Tensor,
                     theta: torch.Tensor) -> None:
         """One layer with torch's ops, in place: at most 10 batched calls."""
         geometric = (drawn < len(GEOMETRIC)).nonzero().squeeze(1)
