@@ -33,6 +33,7 @@ from torchvision.datasets import cifar
 
 from nkat_lightning.config.checks import validate_config
 from nkat_lightning.config.compose import CONFIG_DIR, compose_train_config
+from nkat_lightning.config.schema import AugConfig
 from nkat_lightning.data import build_datamodule, transforms
 from nkat_lightning.data.synthetic import write_all
 from nkat_lightning.training.fit import build_trainer
@@ -130,7 +131,7 @@ def milliseconds(function, repeats: int = 20) -> float:
     return (time.perf_counter() - start) / repeats * 1e3
 
 
-def kornia_pack(aug: dict, natural_images: bool, in_chans: int, size: int):
+def kornia_pack(aug: AugConfig, natural_images: bool, in_chans: int, size: int):
     """The same pack's random ops from ``kornia.augmentation`` (its RandAugment draws its ops
     once per batch), or None without Kornia or without random ops."""
     try:
@@ -140,17 +141,17 @@ def kornia_pack(aug: dict, natural_images: bool, in_chans: int, size: int):
         return None
     ops = []
     if natural_images:
-        if aug.get("crop_padding", 0):
-            ops.append(K.RandomCrop((size, size), padding=aug["crop_padding"]))
-        if aug.get("hflip", 0):
-            ops.append(K.RandomHorizontalFlip(p=aug["hflip"]))
-        if aug.get("channel_shuffle", 0) and in_chans == 3:
-            ops.append(K.RandomChannelShuffle(p=aug["channel_shuffle"]))
-    elif aug.get("affine_degrees", 0) or aug.get("affine_translate", 0):
-        t = aug.get("affine_translate", 0.0)
-        ops.append(K.RandomAffine(aug.get("affine_degrees", 0.0), translate=(t, t), p=1.0))
-    if aug.get("randaugment", {}).get("n", 0) and in_chans == 3:  # its colour ops need RGB
-        ops.append(RandAugment(aug["randaugment"]["n"], aug["randaugment"]["m"]))
+        if aug.crop_padding:
+            ops.append(K.RandomCrop((size, size), padding=aug.crop_padding))
+        if aug.hflip:
+            ops.append(K.RandomHorizontalFlip(p=aug.hflip))
+        if aug.channel_shuffle and in_chans == 3:
+            ops.append(K.RandomChannelShuffle(p=aug.channel_shuffle))
+    elif aug.affine_degrees or aug.affine_translate:
+        t = aug.affine_translate
+        ops.append(K.RandomAffine(aug.affine_degrees, translate=(t, t), p=1.0))
+    if aug.randaugment.n and in_chans == 3:  # its colour ops need RGB
+        ops.append(RandAugment(aug.randaugment.n, aug.randaugment.m))
     return torch.nn.Sequential(*ops) if ops else None
 
 
@@ -166,7 +167,7 @@ def augmentation_ms(datamodule, images: torch.Tensor) -> tuple[float, float | No
         return milliseconds(lambda: transform(images, True)) - milliseconds(
             lambda: transform(images, False))
 
-    kornia = kornia_pack(datamodule.aug.to_dict(), datamodule.config.natural_images,
+    kornia = kornia_pack(datamodule.aug, datamodule.config.natural_images,
                          datamodule.config.in_chans, datamodule.config.img_size)
     floats = images.float() / 255
     return added(), milliseconds(lambda: kornia(floats)) if kornia is not None else None

@@ -98,12 +98,9 @@ def test_startup_prints_every_command_against_import_lightning():
     out = run_script("startup.py", "--rounds", "1")
     rows = re.findall(r"^(nkat-\S+ .+?)\s+(\d+\.\d+)\s+(\d+\.\d+) (OK|ABOVE) \(target <= 0.3\)$",
                       out, flags=re.MULTILINE)
-    assert len(rows) == len(console_scripts()) + 1  # every --help and one config error
+    import startup
+
+    assert len(rows) == len(startup.SCRIPTS) + 1  # every --help and one config error
     met = re.search(r"^targets met: (\d+) of (\d+)$", out, flags=re.MULTILINE)
     assert met and int(met[2]) == len(rows)
 
-
-def console_scripts() -> dict:
-    import tomllib
-
-    return tomllib.loads((BENCHMARKS.parent / "pyproject.toml").read_text())["project"]["scripts"]

@@ -28,10 +28,7 @@ def test_every_attention_setting_is_covered():
 def test_the_network_pickles_with_each_nkat_setting(name):
     torch.manual_seed(0)
     model = NKATViT(ModelConfig(**RGB, **{name: NON_DEFAULT[name]})).eval()
-    buffer = io.BytesIO()
-    torch.save(model, buffer)
-    buffer.seek(0)
-    copy = torch.load(buffer, weights_only=False).eval()
+    copy = pickle_round_trip(model).eval()
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(copy(x), model(x))

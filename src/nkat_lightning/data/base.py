@@ -55,7 +55,8 @@ class ImageDataModule(L.LightningDataModule, abc.ABC):
 
     def __init__(self, config: DataConfig | dict, aug: AugConfig | dict | None = None) -> None:
         """``config``: the data group (a dict is checked into its schema); ``aug``: the
-        augmentation pack for training (none when omitted)."""
+        augmentation pack for training (``AugConfig()``, the default job's ``flip``, when
+        omitted; evaluation never augments)."""
         super().__init__()
         self.config = config = schema_of("data", config).coerce(config)
         self.aug = aug = AugConfig.coerce(aug or {})
@@ -241,6 +242,7 @@ class ImageDataModule(L.LightningDataModule, abc.ABC):
 def build_datamodule(data: DataConfig | dict, aug: AugConfig | dict | None = None
                      ) -> ImageDataModule:
     """The DataModule the data group names (``_target_``, a trusted class), built from the
-    checked config, with the augmentation pack ``aug`` for training (none when omitted)."""
+    checked config, with the augmentation pack ``aug`` for training (the default job's when
+    omitted)."""
     config = schema_of("data", data).coerce(data)
     return build({"_target_": config._target_, "_partial_": True})(config, aug)
